@@ -1,0 +1,107 @@
+"""The Anthropic provider: the official SDK's Messages API, one client per app lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anthropic
+from anthropic.types import TextBlock
+
+from trine_ml.errors import UpstreamError, UpstreamTimeout
+from trine_ml.providers.base import Answer, Passage
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = (
+    "You answer questions using only the numbered passages you are given. "
+    "After each statement, cite the passage it comes from as [n], where n is the passage "
+    "number. If the passages do not contain the answer, say so briefly. Be concise."
+)
+
+
+def build_prompt(query: str, passages: Sequence[Passage]) -> str:
+    numbered = "\n\n".join(f"[{pos}] {p.text}" for pos, p in enumerate(passages, start=1))
+    return f"Passages:\n\n{numbered}\n\nQuestion: {query}\n\nAnswer with [n] citations."
+
+
+class AnthropicProvider:
+    """Calls ``messages.create`` and maps the SDK's failures to upstream errors whose
+    messages never carry the provider's own text or the key."""
+
+    def __init__(self, client: anthropic.AsyncAnthropic, *, model: str, max_tokens: int) -> None:
+        self._client = client
+        self._model = model
+        self._max_tokens = max_tokens
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        api_key: str,
+        base_url: str | None,
+        model: str,
+        max_tokens: int,
+        timeout_s: float,
+        max_retries: int,
+    ) -> AnthropicProvider:
+        client = anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=max_retries,
+        )
+        return cls(client, model=model, max_tokens=max_tokens)
+
+    @property
+    def name(self) -> str:
+        return "anthropic"
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    async def answer(self, query: str, passages: Sequence[Passage]) -> Answer:
+        try:
+            message = await self._client.messages.create(
+                model=self._model,
+                max_tokens=self._max_tokens,
+                system=SYSTEM_PROMPT,
+                messages=[{"role": "user", "content": build_prompt(query, passages)}],
+            )
+        except anthropic.APITimeoutError as exc:
+            logger.warning("llm call timed out", extra={"event": "llm_timeout"})
+            raise UpstreamTimeout("the LLM provider did not answer in time") from exc
+        except anthropic.APIConnectionError as exc:
+            logger.warning("llm unreachable", extra={"event": "llm_error", "kind": "connection"})
+            raise UpstreamError("could not reach the LLM provider") from exc
+        except anthropic.APIStatusError as exc:
+            logger.warning(
+                "llm call failed",
+                extra={"event": "llm_error", "status": exc.status_code, "kind": type(exc).__name__},
+            )
+            raise UpstreamError(_status_message(exc.status_code)) from exc
+        except anthropic.APIError as exc:
+            logger.warning("llm answer unusable", extra={"event": "llm_error", "kind": "response"})
+            raise UpstreamError("the LLM provider sent an unusable answer") from exc
+        text = "".join(block.text for block in message.content if isinstance(block, TextBlock))
+        return Answer(
+            text=text.strip(),
+            provider=self.name,
+            model=message.model or self._model,
+            input_tokens=message.usage.input_tokens,
+            output_tokens=message.usage.output_tokens,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _status_message(status: int) -> str:
+    if status == 429:
+        return "the LLM provider is rate limiting requests (429)"
+    if status >= 500:
+        return f"the LLM provider failed ({status})"
+    if status in (401, 403):
+        return f"the LLM provider refused this service's credentials ({status})"
+    return f"the LLM provider rejected the request ({status})"

@@ -1,0 +1,83 @@
+"""Service configuration, read from the environment once, when the app is built."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ProviderName = Literal["extractive", "anthropic"]
+
+
+class Settings(BaseSettings):
+    """Settings of one ML replica.
+
+    Every field reads ``TRINE_<FIELD>`` except the Anthropic key and base URL, which use the
+    SDK's conventional names. Nothing reads the environment at import time: build one
+    ``Settings()`` in the entry point (or pass values explicitly in tests).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRINE_",
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    internal_token: SecretStr = Field(
+        min_length=16,
+        description="Shared credential the gateway sends in X-Trine-Internal-Token.",
+    )
+    service_id: str = Field(
+        default="ml-0", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", description="Replica name."
+    )
+    llm_provider: Literal["auto", "extractive", "anthropic"] = Field(
+        default="auto",
+        description="auto = anthropic when an Anthropic API key is set, else extractive.",
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key")
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "anthropic_base_url")
+    )
+    anthropic_model: str = Field(default="claude-sonnet-4-6", min_length=1)
+    llm_max_tokens: int = Field(default=1024, ge=1, le=64_000)
+    llm_timeout_s: float = Field(default=60.0, gt=0, le=600)
+    llm_max_retries: int = Field(default=2, ge=0, le=5)
+    # One intra-op thread by default: the machine has 2 cores shared by the gateway, the
+    # sandbox and several ML replicas, so each replica runs its model on one core.
+    embed_threads: int = Field(default=1, ge=1, le=64)
+    embed_batch_size: int = Field(default=32, ge=1, le=1024)
+    embed_cache_size: int = Field(default=20_000, ge=0, le=10_000_000)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("anthropic_api_key", mode="before")
+    @classmethod
+    def _blank_key_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("anthropic_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_provider(self) -> Settings:
+        if self.llm_provider == "anthropic" and self.anthropic_api_key is None:
+            raise ValueError("TRINE_LLM_PROVIDER=anthropic needs ANTHROPIC_API_KEY")
+        return self
+
+    @property
+    def resolved_provider(self) -> ProviderName:
+        """The provider actually used once ``auto`` is decided."""
+        if self.llm_provider == "auto":
+            return "anthropic" if self.anthropic_api_key is not None else "extractive"
+        return self.llm_provider
