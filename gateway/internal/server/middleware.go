@@ -1,0 +1,110 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"trine/gateway/internal/httperr"
+	"trine/gateway/internal/upstream"
+)
+
+// requestInfo collects what inner handlers learn about a request (its route
+// and API key) for the access log and metrics written by observe. Only the
+// goroutine serving the request touches it, so it needs no lock.
+type requestInfo struct {
+	route string
+	keyID string
+}
+
+type requestInfoKey struct{}
+
+// requestInfoFrom returns the request's info, or a throwaway value when the
+// request did not pass through observe (so callers never check for nil).
+func requestInfoFrom(ctx context.Context) *requestInfo {
+	if info, ok := ctx.Value(requestInfoKey{}).(*requestInfo); ok {
+		return info
+	}
+	return &requestInfo{}
+}
+
+// stripInternalToken drops any internal credential a client sent, at the
+// edge, so that no handler can ever mistake it for the gateway's own.
+func stripInternalToken(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del(upstream.InternalTokenHeader)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// observe writes one access log line per request and records its metrics.
+// It runs in a defer so that aborted responses are counted too.
+func (s *Server) observe(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		done := s.metrics.RequestStarted()
+		info := &requestInfo{route: unmatchedRoute}
+		rec := &statusRecorder{ResponseWriter: w}
+		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
+		defer func() {
+			code := rec.finalStatus(r.Context())
+			done(info.route, code)
+			attrs := []any{
+				"method", r.Method,
+				"path", r.URL.Path,
+				"route", info.route,
+				"status", code,
+				"bytes", rec.bytes,
+				"duration_ms", float64(time.Since(start).Microseconds()) / 1000,
+				"remote", r.RemoteAddr,
+			}
+			if info.keyID != "" {
+				attrs = append(attrs, "key_id", info.keyID)
+			}
+			s.log.InfoContext(r.Context(), "request", attrs...)
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}
+
+// statusRecorder remembers the status and size of a response. It unwraps
+// to the original writer so that http.ResponseController can still flush.
+type statusRecorder struct {
+	http.ResponseWriter
+	code  int
+	bytes int64
+}
+
+// WriteHeader records the first final status; 1xx responses are not final.
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.code == 0 && code >= 200 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// Write records the implicit 200 of a first write and counts bytes.
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap returns the wrapped writer for http.ResponseController.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// finalStatus is the status written, or 499 when nothing was written
+// because the client went away (the error adapter sends nothing then).
+func (s *statusRecorder) finalStatus(ctx context.Context) int {
+	switch {
+	case s.code != 0:
+		return s.code
+	case ctx.Err() != nil:
+		return httperr.StatusClientClosedRequest
+	default:
+		return http.StatusOK
+	}
+}
