@@ -151,6 +151,7 @@ class Stack:
         return ServiceSpec("gateway", [str(self.config.bin_dir / "trine-gateway")], env)
 
     def _wait_ready(self, timeout: float) -> None:
+        """Wait until the gateway sees every upstream healthy, not just the one it needs."""
         deadline = time.monotonic() + timeout
         last = "no answer yet"
         while time.monotonic() < deadline:
@@ -162,20 +163,24 @@ class Stack:
                 )
             try:
                 with urllib.request.urlopen(f"{self.gateway_url}/readyz", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
+                    body = resp.read()
             except urllib.error.HTTPError as err:
-                last = _describe_not_ready(err.read())
+                body = err.read()
             except OSError as err:
-                last = str(err)
+                body, last = b"", str(err)
+            if body:
+                down = _unhealthy(body)
+                if not down:
+                    return
+                last = "waiting for " + ", ".join(down)
             time.sleep(0.2)
-        raise StackError(f"the gateway was not ready after {timeout:.0f}s: {last}")
+        raise StackError(f"the stack was not ready after {timeout:.0f}s: {last}")
 
 
-def _describe_not_ready(body: bytes) -> str:
+def _unhealthy(readyz_body: bytes) -> list[str]:
+    """Names of the upstreams that /readyz reports down (all of them if it makes no sense)."""
     try:
-        doc = json.loads(body)
-        down = [u["name"] for u in doc.get("upstreams", []) if not u.get("healthy")]
-        return "waiting for " + ", ".join(down) if down else "not ready"
+        upstreams = json.loads(readyz_body)["upstreams"]
+        return [u["name"] for u in upstreams if not u["healthy"]]
     except (ValueError, TypeError, KeyError):
-        return "not ready"
+        return ["gateway"]
