@@ -1,0 +1,217 @@
+//! The shared Wasmtime engine and one run of a guest module from start to result.
+
+use std::borrow::Cow;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use wasmtime::{Engine, ExternType, Instance, Linker, Module, Store, Val};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+
+use crate::error::ApiError;
+use crate::guest::{CancelFlag, Ending, GuestLimiter, RunState};
+use crate::limits::LimitPolicy;
+use crate::module_cache::ModuleCache;
+use crate::output::OutputSink;
+use crate::protocol::{ModuleSource, RunJob, RunResult};
+
+/// WebAssembly stack allowed to a guest; the native stack of guest threads must exceed it.
+const MAX_WASM_STACK: usize = 8 << 20;
+
+/// Native stack of threads that run guest code: deep guest recursion must end in a clean
+/// stack-overflow trap, which needs room beyond `MAX_WASM_STACK` for host frames.
+pub const GUEST_THREAD_STACK: usize = 16 << 20;
+
+/// How often the epoch advances: the granularity of timeouts and cancellation.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Compiled user modules kept in memory.
+const MODULE_CACHE_ENTRIES: usize = 64;
+
+/// The name the guest sees as `argv[0]`, its only argument.
+const PROGRAM_NAME: &str = "main";
+
+/// Runs guest modules. One per process: it owns the engine (fuel and epoch interruption on),
+/// the WASI linker and the module cache, all shared by every run.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<RunState>,
+    modules: ModuleCache,
+    policy: LimitPolicy,
+}
+
+impl Sandbox {
+    /// Builds the engine and starts the epoch ticker, which stops when the engine is dropped.
+    pub fn new(policy: LimitPolicy) -> wasmtime::Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(MAX_WASM_STACK)
+            // Runs are synchronous, but the async support compiled in for WASI insists that
+            // its stacks could hold the largest WebAssembly stack.
+            .async_stack_size(MAX_WASM_STACK + (1 << 20))
+            .wasm_exceptions(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut RunState| &mut state.wasi)?;
+        crate::sleep::shadow_poll_oneoff(&engine, &mut linker)?;
+        start_epoch_ticker(&engine)?;
+        Ok(Sandbox {
+            engine,
+            linker,
+            modules: ModuleCache::new(MODULE_CACHE_ENTRIES),
+            policy,
+        })
+    }
+
+    /// Request defaults and server maxima.
+    pub fn policy(&self) -> &LimitPolicy {
+        &self.policy
+    }
+
+    /// Compiles (or finds) the module and runs it to completion under the job's limits.
+    /// Blocks: call it on a thread with at least `GUEST_THREAD_STACK` of stack.
+    pub fn execute(&self, job: &RunJob, cancel: &CancelFlag) -> Result<RunResult, ApiError> {
+        let wasm = match &job.source {
+            ModuleSource::Wat(text) => Cow::Owned(
+                wat::parse_str(text)
+                    .map_err(|e| invalid(format!("invalid WebAssembly text: {e}")))?,
+            ),
+            ModuleSource::Wasm(bytes) => Cow::Borrowed(bytes),
+        };
+        let module = self
+            .modules
+            .get_or_compile(&self.engine, &wasm)
+            .map_err(|e| invalid(format!("invalid WebAssembly module: {e:#}")))?;
+        let entrypoint = resolve_entrypoint(&module, job.entrypoint.as_deref())?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| invalid(format!("cannot link module: {e:#}")))?;
+
+        let limits = job.limits;
+        let max_output = usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX);
+        let (stdout, stderr) = (OutputSink::new(max_output), OutputSink::new(max_output));
+        // No preopened directories, no environment, no arguments beyond the program name:
+        // the guest gets stdio, a clock and randomness only.
+        let wasi = WasiCtxBuilder::new()
+            .stdin(MemoryInputPipe::new(job.stdin.clone()))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .arg(PROGRAM_NAME)
+            .build_p1();
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(limits.timeout_ms);
+        let state = RunState::new(
+            wasi,
+            GuestLimiter::new(limits.memory_bytes()),
+            deadline,
+            cancel.clone(),
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| ApiError::Internal(format!("setting fuel: {e:#}")))?;
+        // Wake the callback on every tick; it decides between timeout, cancel and carrying on.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().on_epoch_tick()));
+
+        let outcome = instance_pre
+            .instantiate(&mut store)
+            .and_then(|instance| call_entrypoint(&mut store, &instance, &entrypoint));
+        let duration_ms = started.elapsed().as_secs_f64() * 1e3;
+        let fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let ending = Ending::classify(outcome, store.data(), &limits);
+        drop(store);
+
+        let (stdout, stdout_truncated) = stdout.take();
+        let (stderr, stderr_truncated) = stderr.take();
+        tracing::info!(
+            status = ending.status.as_str(),
+            exit_code = ending.exit_code,
+            fuel_consumed,
+            duration_ms,
+            "run finished"
+        );
+        Ok(RunResult {
+            status: ending.status,
+            exit_code: ending.exit_code,
+            stdout,
+            stderr,
+            fuel_consumed,
+            duration_ms,
+            truncated: stdout_truncated || stderr_truncated,
+            message: ending.message,
+        })
+    }
+}
+
+/// Runs `work` on a new thread big enough for guest code, returning its handle.
+pub fn spawn_guest_thread<T, F>(work: F) -> std::io::Result<thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    thread::Builder::new()
+        .name("guest".into())
+        .stack_size(GUEST_THREAD_STACK)
+        .spawn(work)
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::InvalidRequest(message)
+}
+
+/// Picks the export to call: the requested one, else `run`, else WASI `_start`. It must be a
+/// function without parameters.
+fn resolve_entrypoint(module: &Module, requested: Option<&str>) -> Result<String, ApiError> {
+    let name = match requested {
+        Some(name) => name,
+        None if module.get_export("run").is_some() => "run",
+        None if module.get_export("_start").is_some() => "_start",
+        None => {
+            return Err(invalid(
+                "module exports neither 'run' nor '_start'; name an entrypoint".into(),
+            ));
+        }
+    };
+    match module.get_export(name) {
+        Some(ExternType::Func(ty)) if ty.params().len() == 0 => Ok(name.to_owned()),
+        Some(ExternType::Func(ty)) => Err(invalid(format!(
+            "entrypoint '{name}' takes {} parameter(s); it must take none",
+            ty.params().len()
+        ))),
+        Some(_) => Err(invalid(format!("export '{name}' is not a function"))),
+        None => Err(invalid(format!("module has no export named '{name}'"))),
+    }
+}
+
+fn call_entrypoint(
+    store: &mut Store<RunState>,
+    instance: &Instance,
+    name: &str,
+) -> wasmtime::Result<()> {
+    let func = instance
+        .get_func(&mut *store, name)
+        .ok_or_else(|| wasmtime::format_err!("export '{name}' is not a function"))?;
+    // Results are discarded, but the call needs a slot for each.
+    let mut results = vec![Val::I32(0); func.ty(&*store).results().len()];
+    func.call(&mut *store, &[], &mut results)
+}
+
+/// Advances the engine's epoch every `EPOCH_TICK` until the engine is gone.
+fn start_epoch_ticker(engine: &Engine) -> wasmtime::Result<()> {
+    let weak = engine.weak();
+    thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                thread::sleep(EPOCH_TICK);
+            }
+        })?;
+    Ok(())
+}
