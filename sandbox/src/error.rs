@@ -34,6 +34,9 @@ pub enum ApiError {
     /// Every run slot and queue place is taken.
     #[error("the sandbox is at capacity; retry shortly")]
     Unavailable,
+    /// The language's interpreter is not installed on this sandbox; retrying will not help.
+    #[error("language '{0}' is not installed on this sandbox")]
+    LanguageUnavailable(&'static str),
     /// A fault on our side; the detail goes to the log, never to the caller.
     #[error("internal error")]
     Internal(String),
@@ -49,7 +52,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::LanguageUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -63,7 +68,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::Unavailable => "unavailable",
+            ApiError::Unavailable | ApiError::LanguageUnavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal_error",
         }
     }

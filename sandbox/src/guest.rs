@@ -116,26 +116,35 @@ pub struct RunState {
     pub wasi: WasiP1Ctx,
     /// Memory and resource caps.
     pub limiter: GuestLimiter,
+    clock_origin: Instant,
     deadline: Instant,
     cancel: CancelFlag,
     stopped: Option<Stop>,
 }
 
 impl RunState {
-    /// State for a run that must end by `deadline` or when `cancel` is set.
+    /// State for a run whose monotonic clock counts from `clock_origin` and that must end by
+    /// `deadline` or when `cancel` is set.
     pub fn new(
         wasi: WasiP1Ctx,
+        clock_origin: Instant,
         limiter: GuestLimiter,
         deadline: Instant,
         cancel: CancelFlag,
     ) -> Self {
         RunState {
             wasi,
+            clock_origin,
             limiter,
             deadline,
             cancel,
             stopped: None,
         }
+    }
+
+    /// The instant the guest's monotonic clock reads as zero.
+    pub fn clock_origin(&self) -> Instant {
+        self.clock_origin
     }
 
     /// Called from the epoch-deadline callback on every tick the guest spends in WebAssembly.

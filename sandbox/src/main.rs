@@ -29,16 +29,20 @@ enum Command {
     },
     /// Read one run request (the JSON body of POST /run) on stdin and print the result.
     Run,
+    /// Compile the configured interpreters into the on-disk cache, so that `serve` starts in
+    /// moments and no request ever waits for a compilation.
+    Warm,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Run);
+    let quiet = matches!(cli.command, Command::Run | Command::Warm);
     init_logging(quiet);
     let outcome = match cli.command {
         Command::Serve { addr } => serve(addr).await,
         Command::Run => run_once().await,
+        Command::Warm => warm(),
     };
     match outcome {
         Ok(code) => code,
@@ -67,14 +71,51 @@ async fn serve(addr: SocketAddr) -> anyhow::Result<ExitCode> {
     let token = InternalToken::from_lookup(&trine_sandbox::config::ProcessEnv)?;
     let state = AppState::new(&config, token)
         .map_err(|e| anyhow::anyhow!("starting the WebAssembly engine: {e:#}"))?;
+    for (language, variable) in [
+        ("python", "TRINE_SANDBOX_PYTHON_WASM"),
+        ("javascript", "TRINE_SANDBOX_JS_WASM"),
+    ] {
+        if !state.has_language(language) {
+            tracing::warn!(
+                language,
+                "{variable} is not set: {language} runs will be refused"
+            );
+        }
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    tracing::info!(%addr, concurrency = config.concurrency, queue = config.queue, "listening");
+    tracing::info!(
+        %addr,
+        concurrency = config.concurrency,
+        queue = config.queue,
+        python = state.has_language("python"),
+        javascript = state.has_language("javascript"),
+        "listening"
+    );
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn warm() -> anyhow::Result<ExitCode> {
+    let config = SandboxConfig::from_env()?;
+    let runtimes = &config.runtimes;
+    if runtimes.python_wasm.is_none() && runtimes.javascript_wasm.is_none() {
+        anyhow::bail!(
+            "no interpreter configured: set TRINE_SANDBOX_PYTHON_WASM with \
+             TRINE_SANDBOX_PYTHON_STDLIB, and/or TRINE_SANDBOX_JS_WASM"
+        );
+    }
+    if let Some(dir) = &config.cache_dir {
+        println!("trine-sandbox warm: cache {}", dir.display());
+    }
+    let progress = |line: &str| println!("trine-sandbox warm: {line}");
+    trine_sandbox::build_sandbox(&config, &progress)
+        .map_err(|e| anyhow::anyhow!("warming the interpreters: {e:#}"))?;
+    println!("trine-sandbox warm: ready");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -11,9 +11,9 @@ use crate::limits::{LimitPolicy, Limits, RequestedLimits};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
-    /// `wat` or `wasm` (`python` and `javascript` are reserved for interpreters).
+    /// `wat`, `wasm`, `python` or `javascript`.
     pub language: String,
-    /// WebAssembly text, for `wat`.
+    /// WebAssembly text for `wat`, source code for `python` and `javascript`.
     #[serde(default)]
     pub code: Option<String>,
     /// Base64 WebAssembly binary, for `wasm`.
@@ -30,13 +30,29 @@ pub struct RunRequest {
     pub limits: RequestedLimits,
 }
 
-/// Where the module comes from.
+/// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModuleSource {
     /// WebAssembly text, still to be assembled.
     Wat(String),
     /// A WebAssembly binary.
     Wasm(Vec<u8>),
+    /// Python source, run by the Python interpreter.
+    Python(String),
+    /// JavaScript source, run by QuickJS.
+    JavaScript(String),
+}
+
+impl ModuleSource {
+    /// The request's `language`.
+    pub fn language(&self) -> &'static str {
+        match self {
+            ModuleSource::Wat(_) => "wat",
+            ModuleSource::Wasm(_) => "wasm",
+            ModuleSource::Python(_) => "python",
+            ModuleSource::JavaScript(_) => "javascript",
+        }
+    }
 }
 
 /// A request checked and resolved, ready to run.
@@ -72,18 +88,24 @@ impl RunRequest {
                     .map_err(|e| invalid(format!("'module' is not valid base64: {e}")))?;
                 ModuleSource::Wasm(bytes)
             }
-            "python" | "javascript" => {
-                return Err(invalid(format!(
-                    "language '{}' is not available yet",
-                    self.language
-                )));
-            }
+            "python" => ModuleSource::Python(source_code(self.code, "python")?),
+            "javascript" => ModuleSource::JavaScript(source_code(self.code, "javascript")?),
             other => {
                 return Err(invalid(format!(
-                    "unknown language '{other}'; expected one of wat, wasm"
+                    "unknown language '{other}'; expected one of wat, wasm, python, javascript"
                 )));
             }
         };
+        if self.entrypoint.is_some()
+            && matches!(
+                source,
+                ModuleSource::Python(_) | ModuleSource::JavaScript(_)
+            )
+        {
+            return Err(invalid(
+                "'entrypoint' applies only to the wat and wasm languages",
+            ));
+        }
         let limits = policy
             .resolve(&self.limits)
             .map_err(|e| invalid(e.to_string()))?;
@@ -94,6 +116,18 @@ impl RunRequest {
             limits,
         })
     }
+}
+
+/// The program text of an interpreted language: present, and free of NUL bytes, which could
+/// not be passed on as a program argument.
+fn source_code(code: Option<String>, language: &str) -> Result<String, ApiError> {
+    let code = code
+        .filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| invalid(format!("language '{language}' needs source code in 'code'")))?;
+    if code.contains('\0') {
+        return Err(invalid("'code' must not contain NUL characters"));
+    }
+    Ok(code)
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -177,9 +211,11 @@ mod tests {
         for (json, expected) in [
             (r#"{"language":"wasm","module":"***"}"#, "not valid base64"),
             (r#"{"language":"wat"}"#, "needs WebAssembly text"),
+            (r#"{"language":"python"}"#, "needs source code"),
+            (r#"{"language":"javascript","code":"a\u0000b"}"#, "NUL"),
             (
-                r#"{"language":"python","code":"print(1)"}"#,
-                "language 'python' is not available yet",
+                r#"{"language":"python","code":"1","entrypoint":"run"}"#,
+                "'entrypoint' applies only",
             ),
             (
                 r#"{"language":"cobol","code":"x"}"#,

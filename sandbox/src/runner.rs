@@ -1,19 +1,23 @@
-//! The shared Wasmtime engine and one run of a guest module from start to result.
+//! The shared Wasmtime engine and one run of a guest, module or interpreted program, from start
+//! to result.
 
 use std::borrow::Cow;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wasmtime::{Engine, ExternType, Instance, Linker, Module, Store, Val};
+use wasmtime::{Engine, ExternType, Instance, InstancePre, Linker, Module, Store, Val};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 
+use crate::compiled_cache::CompiledCache;
 use crate::error::ApiError;
 use crate::guest::{CancelFlag, Ending, GuestLimiter, RunState};
+use crate::interpreters::{Interpreters, RuntimePaths, Scratch, run_javascript};
 use crate::limits::LimitPolicy;
 use crate::module_cache::ModuleCache;
 use crate::output::OutputSink;
 use crate::protocol::{ModuleSource, RunJob, RunResult};
+use crate::sleep::GuestMonotonicClock;
 
 /// WebAssembly stack allowed to a guest; the native stack of guest threads must exceed it.
 const MAX_WASM_STACK: usize = 8 << 20;
@@ -31,12 +35,13 @@ const MODULE_CACHE_ENTRIES: usize = 64;
 /// The name the guest sees as `argv[0]`, its only argument.
 const PROGRAM_NAME: &str = "main";
 
-/// Runs guest modules. One per process: it owns the engine (fuel and epoch interruption on),
-/// the WASI linker and the module cache, all shared by every run.
+/// Runs guests. One per process: it owns the engine (fuel and epoch interruption on), the WASI
+/// linker, the module cache and the interpreters, all shared by every run.
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<RunState>,
     modules: ModuleCache,
+    interpreters: Interpreters,
     policy: LimitPolicy,
 }
 
@@ -55,12 +60,13 @@ impl Sandbox {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut RunState| &mut state.wasi)?;
-        crate::sleep::shadow_poll_oneoff(&engine, &mut linker)?;
+        crate::sleep::shadow_poll_oneoff(&mut linker)?;
         start_epoch_ticker(&engine)?;
         Ok(Sandbox {
             engine,
             linker,
             modules: ModuleCache::new(MODULE_CACHE_ENTRIES),
+            interpreters: Interpreters::default(),
             policy,
         })
     }
@@ -70,15 +76,85 @@ impl Sandbox {
         &self.policy
     }
 
-    /// Compiles (or finds) the module and runs it to completion under the job's limits.
+    /// The interpreters available to runs.
+    pub fn interpreters(&self) -> &Interpreters {
+        &self.interpreters
+    }
+
+    /// Loads the configured interpreters (compiled from the on-disk cache, compiling on a
+    /// miss) so that no request ever waits for a compilation.
+    pub fn load_interpreters(
+        &mut self,
+        paths: &RuntimePaths,
+        cache: &CompiledCache,
+        progress: &dyn Fn(&str),
+    ) -> wasmtime::Result<()> {
+        self.interpreters = Interpreters::load(&self.engine, &self.linker, paths, cache, progress)?;
+        Ok(())
+    }
+
+    /// Runs the job to completion under its limits: a module (compiled or found in the
+    /// in-memory cache) or a program for one of the interpreters.
     /// Blocks: call it on a thread with at least `GUEST_THREAD_STACK` of stack.
     pub fn execute(&self, job: &RunJob, cancel: &CancelFlag) -> Result<RunResult, ApiError> {
+        let max_output = usize::try_from(job.limits.max_output_bytes).unwrap_or(usize::MAX);
+        let (stdout, stderr) = (OutputSink::new(max_output), OutputSink::new(max_output));
+        let io = GuestIo {
+            cancel,
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+        };
+        // No environment and only stdio unless an interpreter adds what it needs: the guest
+        // gets a clock and randomness, and for interpreters a private scratch directory.
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdin(MemoryInputPipe::new(job.stdin.clone()))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            // Guests run on their own threads, so file reads may block them directly.
+            .allow_blocking_current_thread(true);
+        let setup_failed = |e: wasmtime::Error| ApiError::Internal(format!("run setup: {e:#}"));
+        match &job.source {
+            ModuleSource::Wat(_) | ModuleSource::Wasm(_) => {
+                let (instance_pre, entrypoint) = self.prepare_module(job)?;
+                wasi.arg(PROGRAM_NAME);
+                self.run_guest(job, wasi, io, |store| {
+                    let instance = instance_pre.instantiate(&mut *store)?;
+                    call_entrypoint(store, &instance, &entrypoint)
+                })
+            }
+            ModuleSource::Python(code) => {
+                let python = self
+                    .interpreters
+                    .python()
+                    .ok_or(ApiError::LanguageUnavailable("python"))?;
+                let scratch = Scratch::new()
+                    .map_err(|e| ApiError::Internal(format!("scratch directory: {e}")))?;
+                python
+                    .configure(&mut wasi, code, &scratch)
+                    .map_err(setup_failed)?;
+                self.run_guest(job, wasi, io, |store| python.run(store))
+            }
+            ModuleSource::JavaScript(code) => {
+                let quickjs = self
+                    .interpreters
+                    .javascript()
+                    .ok_or(ApiError::LanguageUnavailable("javascript"))?;
+                self.run_guest(job, wasi, io, |store| run_javascript(quickjs, store, code))
+            }
+        }
+    }
+
+    /// Compiles (or finds) a user module, links it and picks its entrypoint.
+    fn prepare_module(&self, job: &RunJob) -> Result<(InstancePre<RunState>, String), ApiError> {
         let wasm = match &job.source {
             ModuleSource::Wat(text) => Cow::Owned(
                 wat::parse_str(text)
                     .map_err(|e| invalid(format!("invalid WebAssembly text: {e}")))?,
             ),
             ModuleSource::Wasm(bytes) => Cow::Borrowed(bytes),
+            ModuleSource::Python(_) | ModuleSource::JavaScript(_) => {
+                return Err(ApiError::Internal("not a module".into()));
+            }
         };
         let module = self
             .modules
@@ -89,25 +165,27 @@ impl Sandbox {
             .linker
             .instantiate_pre(&module)
             .map_err(|e| invalid(format!("cannot link module: {e:#}")))?;
+        Ok((instance_pre, entrypoint))
+    }
 
+    /// Runs `body` in a fresh store under the job's limits and reports how it ended.
+    fn run_guest(
+        &self,
+        job: &RunJob,
+        mut wasi: WasiCtxBuilder,
+        io: GuestIo<'_>,
+        body: impl FnOnce(&mut Store<RunState>) -> wasmtime::Result<()>,
+    ) -> Result<RunResult, ApiError> {
         let limits = job.limits;
-        let max_output = usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX);
-        let (stdout, stderr) = (OutputSink::new(max_output), OutputSink::new(max_output));
-        // No preopened directories, no environment, no arguments beyond the program name:
-        // the guest gets stdio, a clock and randomness only.
-        let wasi = WasiCtxBuilder::new()
-            .stdin(MemoryInputPipe::new(job.stdin.clone()))
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .arg(PROGRAM_NAME)
-            .build_p1();
         let started = Instant::now();
         let deadline = started + Duration::from_millis(limits.timeout_ms);
+        wasi.monotonic_clock(GuestMonotonicClock { origin: started });
         let state = RunState::new(
-            wasi,
+            wasi.build_p1(),
+            started,
             GuestLimiter::new(limits.memory_bytes()),
             deadline,
-            cancel.clone(),
+            io.cancel.clone(),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -118,17 +196,16 @@ impl Sandbox {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| Ok(ctx.data_mut().on_epoch_tick()));
 
-        let outcome = instance_pre
-            .instantiate(&mut store)
-            .and_then(|instance| call_entrypoint(&mut store, &instance, &entrypoint));
+        let outcome = body(&mut store);
         let duration_ms = started.elapsed().as_secs_f64() * 1e3;
         let fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let ending = Ending::classify(outcome, store.data(), &limits);
         drop(store);
 
-        let (stdout, stdout_truncated) = stdout.take();
-        let (stderr, stderr_truncated) = stderr.take();
+        let (stdout, stdout_truncated) = io.stdout.take();
+        let (stderr, stderr_truncated) = io.stderr.take();
         tracing::info!(
+            language = job.source.language(),
             status = ending.status.as_str(),
             exit_code = ending.exit_code,
             fuel_consumed,
@@ -146,6 +223,13 @@ impl Sandbox {
             message: ending.message,
         })
     }
+}
+
+/// What a run's host side holds on to: its cancel flag and its captured output.
+struct GuestIo<'a> {
+    cancel: &'a CancelFlag,
+    stdout: OutputSink,
+    stderr: OutputSink,
 }
 
 /// Runs `work` on a new thread big enough for guest code, returning its handle.

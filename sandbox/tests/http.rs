@@ -68,24 +68,28 @@ async fn invalid_wasm_and_base64_are_invalid_requests() {
 }
 
 #[tokio::test]
-async fn unknown_and_unavailable_languages_are_invalid_requests() {
+async fn unknown_languages_are_invalid_requests() {
+    let body = json!({"language": "cobol", "code": "x"});
+    let (status, _, json) = send(&default_app(), run_request(&body)).await;
+    assert_eq!(status, 400);
+    assert_envelope(&json, "invalid_request");
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(message.contains("unknown language 'cobol'"), "{json}");
+}
+
+#[tokio::test]
+async fn languages_without_an_interpreter_are_unavailable_for_good() {
     let app = default_app();
-    for (language, expected) in [
-        ("cobol", "unknown language 'cobol'"),
-        ("python", "language 'python' is not available yet"),
-        ("javascript", "language 'javascript' is not available yet"),
-    ] {
-        let body = json!({"language": language, "code": "x"});
-        let (status, _, json) = send(&app, run_request(&body)).await;
-        assert_eq!(status, 400);
-        assert_envelope(&json, "invalid_request");
-        assert!(
-            json["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains(expected),
-            "{json}"
-        );
+    for language in ["python", "javascript"] {
+        let body = json!({"language": language, "code": "1"});
+        let (status, headers, json) = send(&app, run_request(&body)).await;
+        assert_eq!(status, 503);
+        assert_envelope(&json, "unavailable");
+        let expected = format!("language '{language}' is not installed");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&expected), "{json}");
+        // Retrying cannot help, so no Retry-After invites it.
+        assert!(headers.get("retry-after").is_none());
     }
 }
 

@@ -94,6 +94,15 @@ def schema_validator(name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(root)
 
 
+def run_sandbox(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    """POST a run through the gateway; it must be a 200 with a valid SandboxResult."""
+    resp = client.post("/v1/sandbox/run", json=body)
+    assert resp.status_code == 200, resp.text
+    result: dict[str, Any] = resp.json()
+    schema_validator("SandboxResult").validate(result)
+    return result
+
+
 def assert_envelope(resp: httpx.Response, status: int, error_type: str) -> None:
     """The response is the public error envelope with this status and type."""
     assert resp.status_code == status, resp.text

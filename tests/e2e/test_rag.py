@@ -62,7 +62,7 @@ def test_request_id_reaches_the_ml_service(client: httpx.Client, stack: Stack) -
     assert resp.headers["X-Request-ID"] == rid
     replica = resp.json()["service_id"]
     assert wait_for(lambda: rid in stack.log_text(replica))
-    assert rid in stack.log_text("gateway")
+    assert wait_for(lambda: rid in stack.log_text("gateway"))
 
 
 def test_a_bad_request_id_is_replaced(client: httpx.Client) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import assert_envelope, schema_validator
+from conftest import assert_envelope, run_sandbox
 from trine.stack import Stack
 
 HELLO = """
@@ -33,16 +33,8 @@ UNREACHABLE = '(module (func (export "run") unreachable))'
 EMPTY_RUN_WASM = bytes.fromhex("0061736d01000000010401600000030201000707010372756e00000a040102000b")
 
 
-def run(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
-    resp = client.post("/v1/sandbox/run", json=body)
-    assert resp.status_code == 200, resp.text
-    result: dict[str, Any] = resp.json()
-    schema_validator("SandboxResult").validate(result)
-    return result
-
-
 def test_ok_with_output(client: httpx.Client) -> None:
-    result = run(client, {"language": "wat", "code": HELLO})
+    result = run_sandbox(client, {"language": "wat", "code": HELLO})
     assert result["status"] == "ok"
     assert result["exit_code"] == 0
     assert result["stdout"] == "hello from wasm\n"
@@ -52,28 +44,28 @@ def test_ok_with_output(client: httpx.Client) -> None:
 
 def test_binary_module(client: httpx.Client) -> None:
     module = base64.b64encode(EMPTY_RUN_WASM).decode()
-    result = run(client, {"language": "wasm", "module": module})
+    result = run_sandbox(client, {"language": "wasm", "module": module})
     assert result["status"] == "ok"
 
 
 def test_out_of_fuel(client: httpx.Client) -> None:
-    result = run(client, {"language": "wat", "code": SPIN, "limits": {"fuel": 1_000_000}})
+    result = run_sandbox(client, {"language": "wat", "code": SPIN, "limits": {"fuel": 1_000_000}})
     assert result["status"] == "out_of_fuel"
 
 
 def test_timeout(client: httpx.Client) -> None:
     limits = {"fuel": 10_000_000_000, "timeout_ms": 300}
-    result = run(client, {"language": "wat", "code": SPIN, "limits": limits})
+    result = run_sandbox(client, {"language": "wat", "code": SPIN, "limits": limits})
     assert result["status"] == "timeout"
 
 
 def test_memory_exceeded(client: httpx.Client) -> None:
-    result = run(client, {"language": "wat", "code": GROW, "limits": {"memory_mb": 16}})
+    result = run_sandbox(client, {"language": "wat", "code": GROW, "limits": {"memory_mb": 16}})
     assert result["status"] == "memory_exceeded"
 
 
 def test_trap(client: httpx.Client) -> None:
-    result = run(client, {"language": "wat", "code": UNREACHABLE})
+    result = run_sandbox(client, {"language": "wat", "code": UNREACHABLE})
     assert result["status"] == "trap"
     assert "unreachable" in result["message"]
 

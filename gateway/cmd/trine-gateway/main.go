@@ -5,7 +5,9 @@
 //
 //	trine-gateway [-config PATH]
 //	trine-gateway hash-key < key.txt
+//	trine-gateway keys create --keys-file F --id ID --scopes rag,ingest [--name N] [--rate R] [--burst B] [--max-in-flight M]
 //
+// SIGHUP reloads the keys file; an invalid file keeps the keys in use.
 // Settings come from defaults, an optional JSON file and TRINE_* environment
 // variables; run with -h for the list. Invalid settings exit with status 2.
 package main
@@ -38,6 +40,9 @@ func run(args []string) int {
 	if len(args) > 0 && args[0] == "hash-key" {
 		return hashKey(os.Stdin, os.Stdout)
 	}
+	if len(args) > 1 && args[0] == "keys" && args[1] == "create" {
+		return createKey(args[2:], os.Stdout, os.Stderr)
+	}
 	cfg, err := config.LoadFromOS(args)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(os.Stderr, config.Usage)
@@ -61,11 +66,29 @@ func run(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := server.New(cfg, log).Run(ctx, ln); err != nil {
+	srv := server.New(cfg, log)
+	go reloadOnHangup(ctx, srv)
+	if err := srv.Run(ctx, ln); err != nil {
 		log.Error("gateway stopped with an error", "error", err.Error())
 		return 1
 	}
 	return 0
+}
+
+// reloadOnHangup reloads the keys file on every SIGHUP until ctx is done.
+func reloadOnHangup(ctx context.Context, srv *server.Server) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			// The outcome, good or bad, is logged by ReloadKeys.
+			_ = srv.ReloadKeys(ctx)
+		}
+	}
 }
 
 // hashKey prints the SHA-256 of the key read from in, for the keys file.

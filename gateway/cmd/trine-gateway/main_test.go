@@ -2,8 +2,12 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"os"
 	"strings"
 	"testing"
+
+	"trine/gateway/internal/auth"
 )
 
 func TestHashKey(t *testing.T) {
@@ -29,5 +33,26 @@ func TestHashKey(t *testing.T) {
 func TestInvalidArgumentsExitTwo(t *testing.T) {
 	if code := run([]string{"-no-such-flag"}); code != 2 {
 		t.Errorf("exit code %d, want 2", code)
+	}
+}
+
+func TestKeysCreate(t *testing.T) {
+	path := t.TempDir() + "/keys.json"
+	var out, errOut bytes.Buffer
+	code := createKey([]string{"--keys-file", path, "--id", "ci", "--scopes", "rag,ingest", "--rate", "5"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	raw := strings.TrimSpace(out.String())
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := auth.ParseKeys(data)
+	if err != nil || len(keys) != 1 || keys[0].Hash != sha256.Sum256([]byte(raw)) || keys[0].Limits.RatePerSecond != 5 {
+		t.Fatalf("keys file %s (err %v) does not hold the printed key", data, err)
+	}
+	if code := createKey([]string{"--keys-file", path, "--id", "x"}, &out, &errOut); code != 2 {
+		t.Errorf("missing --scopes: exit %d, want 2", code)
 	}
 }

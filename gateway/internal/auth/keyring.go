@@ -69,3 +69,6 @@ func bearerToken(header string) (string, bool) {
 	token = strings.TrimSpace(token)
 	return token, token != ""
 }
+
+// Len returns the number of keys.
+func (kr *Keyring) Len() int { return len(kr.keys) }

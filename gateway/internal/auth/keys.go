@@ -11,7 +11,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Scopes a key can hold (docs/public-api.md).
@@ -32,10 +36,25 @@ const maxKeyIDLen = 64
 type Key struct {
 	// ID names the key in logs and metrics.
 	ID string
+	// Name is an optional human description (who or what uses the key).
+	Name string
 	// Hash is the SHA-256 of the raw key.
 	Hash [sha256.Size]byte
 	// Scopes lists what the key may do.
 	Scopes []string
+	// Limits overrides the gateway's default limits for this key; zero
+	// fields keep the defaults.
+	Limits Limits
+}
+
+// Limits are a key's own request limits.
+type Limits struct {
+	// RatePerSecond is the sustained request rate allowed.
+	RatePerSecond float64
+	// Burst is how many requests may arrive at once above the rate.
+	Burst int
+	// MaxInFlight caps the key's concurrent requests on one gateway.
+	MaxInFlight int
 }
 
 // HasScope reports whether the key grants scope.
@@ -54,28 +73,31 @@ type keysFile struct {
 	Keys []keyEntry `json:"keys"`
 }
 
+// keyEntry is one key as written in the file. New fields are optional and
+// omitted when unset, so files written by older tools stay valid.
 type keyEntry struct {
-	ID     string   `json:"id"`
-	SHA256 string   `json:"sha256"`
-	Scopes []string `json:"scopes"`
+	ID            string   `json:"id"`
+	Name          string   `json:"name,omitempty"`
+	SHA256        string   `json:"sha256"`
+	Scopes        []string `json:"scopes"`
+	RatePerSecond float64  `json:"rate_per_second,omitempty"`
+	Burst         int      `json:"burst,omitempty"`
+	MaxInFlight   int      `json:"max_in_flight,omitempty"`
 }
 
 // ParseKeys parses and validates a keys file:
 //
 //	{"keys": [{"id": "dev", "sha256": "<hex>", "scopes": ["rag"]}]}
 //
+// with optional "name", "rate_per_second", "burst" and "max_in_flight".
+//
 // Every problem found is reported, not just the first, so an operator can fix
 // the file in one pass. Unknown fields are rejected to catch typos such as
 // "scope" for "scopes", which would otherwise silently grant nothing.
 func ParseKeys(data []byte) ([]Key, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var f keysFile
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("keys file is not valid JSON: %w", err)
-	}
-	if dec.More() {
-		return nil, errors.New("keys file has trailing data after the JSON object")
+	f, err := decodeFile(data)
+	if err != nil {
+		return nil, err
 	}
 	if len(f.Keys) == 0 {
 		return nil, errors.New(`keys file defines no keys (expected {"keys": [...]})`)
@@ -110,6 +132,22 @@ func ParseKeys(data []byte) ([]Key, error) {
 	return keys, nil
 }
 
+func decodeFile(data []byte) (keysFile, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var f keysFile
+	if err := dec.Decode(&f); err != nil {
+		return keysFile{}, fmt.Errorf("keys file is not valid JSON: %w", err)
+	}
+	if dec.More() {
+		return keysFile{}, errors.New("keys file has trailing data after the JSON object")
+	}
+	return f, nil
+}
+
+// maxNameLen bounds a key's name, which is logged.
+const maxNameLen = 200
+
 func parseEntry(e keyEntry) (Key, error) {
 	if !validKeyID(e.ID) {
 		return Key{}, fmt.Errorf("id must be 1-%d characters from [A-Za-z0-9._-]", maxKeyIDLen)
@@ -126,7 +164,15 @@ func parseEntry(e keyEntry) (Key, error) {
 			return Key{}, fmt.Errorf("unknown scope %q (known: %v)", s, knownScopes)
 		}
 	}
-	k := Key{ID: e.ID, Scopes: slices.Clone(e.Scopes)}
+	if len(e.Name) > maxNameLen || !utf8.ValidString(e.Name) || strings.ContainsFunc(e.Name, unicode.IsControl) {
+		return Key{}, fmt.Errorf("name must be at most %d printable characters", maxNameLen)
+	}
+	// NaN fails every comparison, so it is rejected with the negatives.
+	if !(e.RatePerSecond >= 0) || math.IsInf(e.RatePerSecond, 0) || e.Burst < 0 || e.MaxInFlight < 0 {
+		return Key{}, errors.New("rate_per_second, burst and max_in_flight must be positive (or absent for the defaults)")
+	}
+	k := Key{ID: e.ID, Name: e.Name, Scopes: slices.Clone(e.Scopes),
+		Limits: Limits{RatePerSecond: e.RatePerSecond, Burst: e.Burst, MaxInFlight: e.MaxInFlight}}
 	copy(k.Hash[:], raw)
 	return k, nil
 }

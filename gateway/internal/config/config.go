@@ -49,6 +49,12 @@ type Config struct {
 	HealthInterval time.Duration
 	// LogLevel is the minimum level logged.
 	LogLevel slog.Level
+	// Limits are the rate, concurrency and body limits.
+	Limits Limits
+	// Upstream tunes timeouts, ejection and hedging of upstream calls.
+	Upstream Upstream
+	// TLS, when set, makes the public listener serve HTTPS.
+	TLS TLS
 }
 
 // LogValue describes the configuration for the start-up log line, leaving
@@ -69,6 +75,12 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("sandbox_timeout", c.SandboxTimeout.String()),
 		slog.String("health_interval", c.HealthInterval.String()),
 		slog.String("log_level", c.LogLevel.String()),
+		slog.Float64("rate_per_second", c.Limits.Default.Rate),
+		slog.Int("burst", c.Limits.Default.Burst),
+		slog.Int("max_in_flight", c.Limits.MaxInFlight),
+		slog.Bool("redis", c.Limits.RedisURL != nil),
+		slog.String("ratelimit_failure_mode", string(c.Limits.FailureMode)),
+		slog.Bool("tls", c.TLS.CertFile != ""),
 	)
 }
 
@@ -85,6 +97,7 @@ type raw struct {
 	SandboxTimeout string   `json:"sandbox_timeout"`
 	HealthInterval string   `json:"health_interval"`
 	LogLevel       string   `json:"log_level"`
+	rawGovernance
 }
 
 func defaults() raw {
@@ -97,6 +110,7 @@ func defaults() raw {
 		SandboxTimeout: "60s",
 		HealthInterval: "2s",
 		LogLevel:       "info",
+		rawGovernance:  defaultGovernance(),
 	}
 }
 
@@ -189,7 +203,7 @@ func (r *raw) applyEnv(lookupEnv func(string) (string, bool)) []error {
 			r.MaxBodyBytes = n
 		}
 	}
-	return errs
+	return append(errs, r.rawGovernance.applyEnv(get)...)
 }
 
 func (r *raw) validate() (*Config, error) {
@@ -250,6 +264,7 @@ func (r *raw) validate() (*Config, error) {
 	if err := c.LogLevel.UnmarshalText([]byte(r.LogLevel)); err != nil {
 		fail("TRINE_LOG_LEVEL (log_level): %q is not one of debug, info, warn, error", r.LogLevel)
 	}
+	r.rawGovernance.validate(c, fail)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -295,4 +310,18 @@ Settings (defaults, then the JSON file, then the environment):
   TRINE_SANDBOX_TIMEOUT sandbox_timeout  default 60s
   TRINE_HEALTH_INTERVAL health_interval  default 2s
   TRINE_LOG_LEVEL       log_level        debug, info, warn or error; default info
+  TRINE_RATE_PER_SECOND rate_per_second  default per-key rate, default 50
+  TRINE_RATE_BURST      burst            default per-key burst, default 100
+  TRINE_MAX_IN_FLIGHT   max_in_flight    default per-key concurrent requests, default 64
+  (file only)           route_limits     {"POST /v1/sandbox/run": {"rate_per_second": 5, "burst": 10}}
+  (file only)           route_max_body_bytes  {"POST /v1/rag/query": 1048576}
+  REDIS_URL             redis_url        redis://host:port/db: share rate limits across replicas
+  TRINE_RATELIMIT_FAILURE_MODE ratelimit_failure_mode  open (default) or closed, when Redis fails
+  TRINE_CONNECT_TIMEOUT connect_timeout  default 2s
+  TRINE_RAG_FIRST_BYTE_TIMEOUT / TRINE_SANDBOX_FIRST_BYTE_TIMEOUT  default 60s
+  TRINE_EJECT_AFTER     eject_after      consecutive failures that eject a replica, default 5
+  TRINE_EJECT_FOR       eject_for        default 10s, then probe requests (half-open)
+  TRINE_HEDGE_DELAY     hedge_delay      auto (p95 of recent RAG latency) or a duration
+  TRINE_HEDGE_MIN_DELAY hedge_min_delay  floor of the automatic hedge delay, default 20ms
+  TRINE_TLS_CERT, TRINE_TLS_KEY  tls_cert, tls_key  PEM files; both set → HTTPS
 `

@@ -20,6 +20,9 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inFlight prometheus.Gauge
+	limits   *prometheus.CounterVec
+	upstream *prometheus.HistogramVec
+	overhead prometheus.Histogram
 }
 
 // New registers the gateway's metrics and the Go runtime and process
@@ -41,9 +44,24 @@ func New() *Metrics {
 			Name: "trine_gateway_requests_in_flight",
 			Help: "Requests currently being handled.",
 		}),
+		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trine_gateway_ratelimit_decisions_total",
+			Help: "Rate-limit decisions: allowed, limited (rate), concurrency (in-flight cap), error (shared limiter failed).",
+		}, []string{"decision"}),
+		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "trine_gateway_upstream_duration_seconds",
+			Help:    "Upstream exchanges from sending the request to the end of the answer, by upstream and outcome (success, failure, no_verdict).",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
+		}, []string{"upstream", "outcome"}),
+		overhead: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "trine_gateway_overhead_seconds",
+			Help: "Time a request spent in the gateway itself, not waiting on an upstream.",
+			// The gateway's own work is measured in microseconds.
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .1},
+		}),
 	}
 	m.registry.MustRegister(
-		m.requests, m.duration, m.inFlight,
+		m.requests, m.duration, m.inFlight, m.limits, m.upstream, m.overhead,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -67,18 +85,48 @@ func (m *Metrics) RequestStarted() func(route string, code int) {
 	}
 }
 
-// TrackUpstream exports the health of the named upstream as
-// trine_gateway_upstream_healthy{upstream=name}, read from healthy at scrape
-// time so that the value can never lag behind the health state itself.
-func (m *Metrics) TrackUpstream(name string, healthy func() bool) {
+// UpstreamDone records one finished upstream exchange.
+func (m *Metrics) UpstreamDone(upstream, outcome string, d time.Duration) {
+	m.upstream.WithLabelValues(upstream, outcome).Observe(d.Seconds())
+}
+
+// Overhead records the gateway's own time for one request.
+func (m *Metrics) Overhead(d time.Duration) {
+	m.overhead.Observe(d.Seconds())
+}
+
+// TrackUpstream exports the state of the named upstream, read at scrape time
+// so that the values can never lag behind the state itself:
+// trine_gateway_upstream_healthy (active checks), _ejected (passive) and
+// _in_flight.
+func (m *Metrics) TrackUpstream(name string, healthy, ejected func() bool, inFlight func() int64) {
+	labels := prometheus.Labels{"upstream": name}
+	m.registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "trine_gateway_upstream_ejected", ConstLabels: labels,
+			Help: "1 while the upstream is ejected after consecutive failed requests, else 0.",
+		}, func() float64 { return boolValue(ejected()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "trine_gateway_upstream_in_flight", ConstLabels: labels,
+			Help: "Requests being proxied to the upstream.",
+		}, func() float64 { return float64(inFlight()) }),
+	)
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name:        "trine_gateway_upstream_healthy",
 		Help:        "1 if the upstream passes health checks, else 0.",
 		ConstLabels: prometheus.Labels{"upstream": name},
-	}, func() float64 {
-		if healthy() {
-			return 1
-		}
-		return 0
-	}))
+	}, func() float64 { return boolValue(healthy()) }))
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// RateLimitDecision counts one rate-limit decision (allowed, limited,
+// concurrency or error).
+func (m *Metrics) RateLimitDecision(decision string) {
+	m.limits.WithLabelValues(decision).Inc()
 }

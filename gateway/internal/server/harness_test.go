@@ -18,6 +18,7 @@ import (
 
 	"trine/gateway/internal/auth"
 	"trine/gateway/internal/config"
+	"trine/gateway/internal/ratelimit"
 	"trine/gateway/internal/requestid"
 	"trine/gateway/internal/server"
 )
@@ -30,9 +31,12 @@ const (
 
 // seen is one request as a fake upstream received it.
 type seen struct {
+	Method string
 	Path   string
-	Header http.Header
-	Body   string
+	// RawPath is the path as sent, escapes included.
+	RawPath string
+	Header  http.Header
+	Body    string
 }
 
 // fake is an internal service stand-in: /healthz answers with a settable
@@ -56,7 +60,7 @@ func newFake(t *testing.T, handler http.HandlerFunc) *fake {
 		}
 		body, _ := io.ReadAll(r.Body)
 		f.mu.Lock()
-		f.requests = append(f.requests, seen{Path: r.URL.Path, Header: r.Header.Clone(), Body: string(body)})
+		f.requests = append(f.requests, seen{Method: r.Method, Path: r.URL.Path, RawPath: r.URL.EscapedPath(), Header: r.Header.Clone(), Body: string(body)})
 		f.mu.Unlock()
 		handler(w, r)
 	}))
@@ -109,6 +113,12 @@ type options struct {
 	sandbox    http.HandlerFunc
 	ragTimeout time.Duration
 	maxBody    int64
+	// keysFile is where ReloadKeys reads keys from.
+	keysFile string
+	// upstream, when set, adjusts upstream timeouts and policies.
+	upstream func(*config.Upstream)
+	// limits, when set, adjusts the rate and concurrency limits.
+	limits func(*config.Limits)
 }
 
 func mustURL(t *testing.T, s string) *url.URL {
@@ -138,6 +148,26 @@ func testConfig(t *testing.T, o options, mlURLs []*url.URL, sandboxURL *url.URL)
 		// Tests drive health checks themselves with CheckUpstreams.
 		HealthInterval: time.Hour,
 		LogLevel:       slog.LevelDebug,
+		Limits: config.Limits{
+			Default:     ratelimit.Rule{Rate: 1000, Burst: 1000},
+			MaxInFlight: 100,
+			FailureMode: ratelimit.FailOpen,
+		},
+		Upstream: config.Upstream{
+			ConnectTimeout:          time.Second,
+			RAGFirstByteTimeout:     5 * time.Second,
+			SandboxFirstByteTimeout: 5 * time.Second,
+			EjectAfter:              3,
+			EjectFor:                time.Minute,
+			HedgeMinDelay:           20 * time.Millisecond,
+		},
+	}
+	cfg.KeysFile = o.keysFile
+	if o.upstream != nil {
+		o.upstream(&cfg.Upstream)
+	}
+	if o.limits != nil {
+		o.limits(&cfg.Limits)
 	}
 	if o.ragTimeout > 0 {
 		cfg.RAGTimeout = o.ragTimeout

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"trine/gateway/internal/httperr"
+	"trine/gateway/internal/tracing"
 	"trine/gateway/internal/upstream"
 )
 
@@ -41,25 +42,35 @@ func stripInternalToken(next http.Handler) http.Handler {
 // It runs in a defer so that aborted responses are counted too.
 func (s *Server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
+		ctx, timing := upstream.WithTiming(r.Context())
 		done := s.metrics.RequestStarted()
 		info := &requestInfo{route: unmatchedRoute}
-		rec := &statusRecorder{ResponseWriter: w}
-		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
+		rec := &statusRecorder{ResponseWriter: w, timing: timing}
+		ctx = context.WithValue(ctx, requestInfoKey{}, info)
+		parent, traced := tracing.Parse(r.Header.Get(tracing.Header))
+		if traced {
+			ctx = tracing.WithParent(ctx, parent)
+		}
+		r = r.WithContext(ctx)
 		defer func() {
 			code := rec.finalStatus(r.Context())
 			done(info.route, code)
+			s.metrics.Overhead(timing.Overhead())
 			attrs := []any{
 				"method", r.Method,
 				"path", r.URL.Path,
 				"route", info.route,
 				"status", code,
 				"bytes", rec.bytes,
-				"duration_ms", float64(time.Since(start).Microseconds()) / 1000,
+				"duration_ms", float64(time.Since(timing.Start).Microseconds()) / 1000,
+				"upstream_ms", float64(timing.Upstream().Microseconds()) / 1000,
 				"remote", r.RemoteAddr,
 			}
 			if info.keyID != "" {
 				attrs = append(attrs, "key_id", info.keyID)
+			}
+			if traced {
+				attrs = append(attrs, "trace_id", parent.TraceID)
 			}
 			s.log.InfoContext(r.Context(), "request", attrs...)
 		}()
@@ -71,14 +82,20 @@ func (s *Server) observe(next http.Handler) http.Handler {
 // to the original writer so that http.ResponseController can still flush.
 type statusRecorder struct {
 	http.ResponseWriter
-	code  int
-	bytes int64
+	timing *upstream.Timing
+	code   int
+	bytes  int64
 }
 
 // WriteHeader records the first final status; 1xx responses are not final.
+// Responses that the proxy did not time itself get the gateway's time so
+// far as Server-Timing.
 func (s *statusRecorder) WriteHeader(code int) {
 	if s.code == 0 && code >= 200 {
 		s.code = code
+		if h := s.Header(); h.Get("Server-Timing") == "" {
+			h.Set("Server-Timing", "gw;dur="+upstream.Millis(s.timing.Overhead()))
+		}
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
@@ -86,7 +103,7 @@ func (s *statusRecorder) WriteHeader(code int) {
 // Write records the implicit 200 of a first write and counts bytes.
 func (s *statusRecorder) Write(b []byte) (int, error) {
 	if s.code == 0 {
-		s.code = http.StatusOK
+		s.WriteHeader(http.StatusOK)
 	}
 	n, err := s.ResponseWriter.Write(b)
 	s.bytes += int64(n)

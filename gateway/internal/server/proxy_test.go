@@ -10,19 +10,57 @@ import (
 	"time"
 )
 
-func TestRoundRobin(t *testing.T) {
+func TestLoadIsSpread(t *testing.T) {
 	h := newHarness(t, options{ml: []http.HandlerFunc{echo("ml-0"), echo("ml-1"), echo("ml-2")}})
-	var order []string
-	for range 6 {
-		order = append(order, body(t, h.do(t, rag())))
-	}
-	for i, f := range h.ml {
-		if n := len(f.seen()); n != 2 {
-			t.Errorf("ml-%d got %d requests, want 2 (order %v)", i, n, order)
+	for range 60 {
+		if resp := h.do(t, rag()); resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
 		}
 	}
-	if order[0] == order[1] || order[1] == order[2] || order[0] != order[3] {
-		t.Errorf("not round-robin: %v", order)
+	for i, f := range h.ml {
+		if n := len(f.seen()); n < 5 {
+			t.Errorf("ml-%d got only %d of 60 requests", i, n)
+		}
+	}
+}
+
+func TestBusyReplicaAvoided(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	release := make(chan struct{})
+	busy := func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		echo("ml-0")(w, r)
+	}
+	h := newHarness(t, options{ml: []http.HandlerFunc{busy, echo("ml-1")}})
+	defer close(release)
+	// Requests go to ml-1 while ml-0 holds one, however the draw falls.
+	for range 20 {
+		if len(h.ml[0].seen()) > 0 {
+			break
+		}
+		go func() {
+			resp, err := h.gw.Client().Do(h.newRequest(t, context.Background(), rag()))
+			if err == nil {
+				resp.Body.Close()
+			}
+		}()
+		select {
+		case <-arrived:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if len(h.ml[0].seen()) != 1 {
+		t.Fatalf("ml-0 saw %d requests", len(h.ml[0].seen()))
+	}
+	before := len(h.ml[1].seen())
+	for range 10 {
+		if body := body(t, h.do(t, rag())); body != `{"replica":"ml-1"}` {
+			t.Fatalf("answer %s while ml-0 was busy", body)
+		}
+	}
+	if len(h.ml[1].seen()) != before+10 {
+		t.Error("requests did not all go to the idle replica")
 	}
 }
 
@@ -30,24 +68,23 @@ func TestUnhealthyReplicaSkipped(t *testing.T) {
 	h := newHarness(t, options{ml: []http.HandlerFunc{echo("ml-0"), echo("ml-1"), echo("ml-2")}})
 	h.ml[1].health.Store(http.StatusInternalServerError)
 	h.srv.CheckUpstreams(context.Background())
-	for range 4 {
+	for range 10 {
 		if resp := h.do(t, rag()); resp.StatusCode != 200 {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 	}
-	got := []int{len(h.ml[0].seen()), len(h.ml[1].seen()), len(h.ml[2].seen())}
-	if got[0] != 2 || got[1] != 0 || got[2] != 2 {
-		t.Errorf("requests per replica %v, want [2 0 2]", got)
+	if n := len(h.ml[1].seen()); n != 0 {
+		t.Errorf("unhealthy ml-1 got %d requests", n)
 	}
 
 	// Recovery is noticed by the next check.
 	h.ml[1].health.Store(http.StatusOK)
 	h.srv.CheckUpstreams(context.Background())
-	for range 3 {
+	for i := 0; len(h.ml[1].seen()) == 0; i++ {
+		if i == 100 {
+			t.Fatal("recovered ml-1 got no request in 100")
+		}
 		h.do(t, rag())
-	}
-	if n := len(h.ml[1].seen()); n != 1 {
-		t.Errorf("recovered ml-1 got %d requests, want 1", n)
 	}
 }
 
@@ -56,14 +93,16 @@ func TestConnectionRefusedTriesNextReplica(t *testing.T) {
 	// ml-0 passed its health check and then died: connecting to it fails,
 	// so nothing was sent and the next replica may be tried.
 	h.ml[0].Close()
-	for i := range 3 {
+	// Replicas are drawn at random: in 20 requests ml-0 is tried first
+	// at least once (all but certainly), and every request still succeeds.
+	for i := range 20 {
 		resp := h.do(t, rag())
 		if got := body(t, resp); resp.StatusCode != 200 || got != `{"replica":"ml-1"}` {
 			t.Fatalf("request %d: %d %s", i, resp.StatusCode, got)
 		}
 	}
-	if n := len(h.ml[1].seen()); n != 3 {
-		t.Errorf("ml-1 got %d requests, want 3", n)
+	if n := len(h.ml[1].seen()); n != 20 {
+		t.Errorf("ml-1 got %d requests, want 20", n)
 	}
 	readyz := body(t, h.do(t, req{method: "GET", path: "/readyz"}))
 	if !strings.Contains(readyz, `"name":"ml-0","url":"`+h.ml[0].URL+`","healthy":false`) {
@@ -156,9 +195,13 @@ func TestClientCancelCancelsUpstream(t *testing.T) {
 		errc <- err
 	}()
 	<-arrived
+	cancelAt := time.Now()
 	cancel()
 	select {
 	case <-cancelled:
+		// No threshold here: the gap is reported, and docs/benchmarks.md
+		// records it.
+		t.Logf("client cancel → upstream cancelled in %v", time.Since(cancelAt))
 	case <-time.After(5 * time.Second):
 		t.Fatal("the upstream did not see the client's cancellation")
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -173,7 +174,6 @@ func TestForwardedHeaders(t *testing.T) {
 		{"X-Trine-Internal-Token", []string{internalToken}},
 		{"Authorization", nil},
 		{"Cookie", nil},
-		{"Traceparent", []string{traceparent}},
 		{"Tracestate", []string{"vendor=abc"}},
 		{"X-Request-ID", []string{"rid-1"}},
 		{"Content-Type", []string{"application/json"}},
@@ -187,6 +187,30 @@ func TestForwardedHeaders(t *testing.T) {
 	}
 	if got.Path != "/rag/query" || got.Body != rag().body {
 		t.Errorf("upstream got %s %q", got.Path, got.Body)
+	}
+	// The trace continues with a new span for the upstream call.
+	tp := got.Header.Get("Traceparent")
+	if !strings.HasPrefix(tp, "00-4bf92f3577b34da6a3ce929d0e0e4736-") || !strings.HasSuffix(tp, "-01") ||
+		tp == traceparent || len(tp) != len(traceparent) {
+		t.Errorf("upstream traceparent %q does not continue %q with a new span", tp, traceparent)
+	}
+	// The upstream learns how long it has (RAG timeout is 5s in tests).
+	if ms, err := strconv.Atoi(got.Header.Get("X-Trine-Deadline-Ms")); err != nil || ms <= 0 || ms > 5000 {
+		t.Errorf("X-Trine-Deadline-Ms %q", got.Header.Get("X-Trine-Deadline-Ms"))
+	}
+}
+
+func TestTraceStartedWhenAbsent(t *testing.T) {
+	h := newHarness(t, options{})
+	q := rag()
+	q.header = map[string]string{"Traceparent": "not-a-traceparent", "Tracestate": "vendor=abc"}
+	h.do(t, q)
+	got := h.ml[0].seen()[0].Header
+	if tp := got.Get("Traceparent"); len(tp) != 55 || !strings.HasPrefix(tp, "00-") {
+		t.Errorf("no fresh traceparent upstream: %q", tp)
+	}
+	if ts := got.Get("Tracestate"); ts != "" {
+		t.Errorf("tracestate %q forwarded without its traceparent", ts)
 	}
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +33,7 @@ func (s *Server) CheckUpstreams(ctx context.Context) {
 // before serving, so the first requests are routed on real information, and
 // keeps checking in the background. It returns nil after a clean drain.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	defer s.closeLimiter()
 	s.CheckUpstreams(ctx)
 	checkCtx, stopChecks := context.WithCancel(ctx)
 	defer stopChecks()
@@ -45,8 +47,13 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	s.log.Info("listening", "addr", ln.Addr().String())
+	if s.cfg.TLS.CertFile != "" {
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		go func() { served <- srv.ServeTLS(ln, s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile) }()
+	} else {
+		go func() { served <- srv.Serve(ln) }()
+	}
+	s.log.Info("listening", "addr", ln.Addr().String(), "tls", s.cfg.TLS.CertFile != "")
 
 	select {
 	case err := <-served:

@@ -3,6 +3,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -12,9 +13,11 @@ import (
 
 	"trine/gateway/internal/auth"
 	"trine/gateway/internal/config"
+	"trine/gateway/internal/fanout"
 	"trine/gateway/internal/httperr"
 	"trine/gateway/internal/jsonbody"
 	"trine/gateway/internal/metrics"
+	"trine/gateway/internal/ratelimit"
 	"trine/gateway/internal/requestid"
 	"trine/gateway/internal/upstream"
 )
@@ -34,13 +37,19 @@ var allowProbe = []string{
 type Server struct {
 	cfg     *config.Config
 	log     *slog.Logger
-	keys    *auth.Keyring
+	keys    *auth.Store
 	ml      *upstream.Pool
 	sandbox *upstream.Pool
 	checker *upstream.Checker
 	proxy   *upstream.Proxy
+	fanout  *fanout.Runner
 	metrics *metrics.Metrics
-	mux     *http.ServeMux
+	// limiter and inFlight enforce per-key limits; closeLimiter releases
+	// the limiter's connections.
+	limiter      ratelimit.Limiter
+	closeLimiter func() error
+	inFlight     *ratelimit.InFlight
+	mux          *http.ServeMux
 	// patterns holds every registered pattern, to tell a real match from
 	// the mux's internal 404, 405 and redirect fallbacks.
 	patterns map[string]bool
@@ -53,38 +62,78 @@ func New(cfg *config.Config, log *slog.Logger) *Server {
 	s := &Server{
 		cfg:      cfg,
 		log:      log,
-		keys:     auth.NewKeyring(cfg.Keys),
-		proxy:    upstream.NewProxy(cfg.InternalToken, log),
+		keys:     auth.NewStore(cfg.KeysFile, cfg.Keys),
 		metrics:  metrics.New(),
 		mux:      http.NewServeMux(),
 		patterns: make(map[string]bool),
+		inFlight: ratelimit.NewInFlight(),
 	}
+	s.limiter, s.closeLimiter = s.newLimiter(cfg.Limits)
+	s.proxy = upstream.NewProxy(cfg.InternalToken, cfg.Upstream.ConnectTimeout, log,
+		func(target string, o upstream.Outcome, d time.Duration) {
+			s.metrics.UpstreamDone(target, o.String(), d)
+		})
 	mlTargets := make([]*upstream.Target, len(cfg.MLURLs))
 	for i, u := range cfg.MLURLs {
 		mlTargets[i] = upstream.NewTarget(fmt.Sprintf("ml-%d", i), u)
 	}
 	sandboxTarget := upstream.NewTarget("sandbox", cfg.SandboxURL)
-	s.ml = upstream.NewPool("ML", mlTargets...)
-	s.sandbox = upstream.NewPool("sandbox", sandboxTarget)
+	ejection := upstream.Ejection{After: cfg.Upstream.EjectAfter, For: cfg.Upstream.EjectFor}
+	s.ml = upstream.NewPool("ML", ejection, mlTargets...)
+	s.sandbox = upstream.NewPool("sandbox", ejection, sandboxTarget)
+	s.fanout = &fanout.Runner{Proxy: s.proxy, Pool: s.ml, Latencies: &fanout.Latencies{},
+		HedgeDelay: cfg.Upstream.HedgeDelay, MinHedgeDelay: cfg.Upstream.HedgeMinDelay}
 	all := append(s.ml.Targets(), sandboxTarget)
 	s.checker = upstream.NewChecker(all, cfg.HealthInterval, log)
 	for _, t := range all {
-		s.metrics.TrackUpstream(t.Name, t.Healthy)
+		s.metrics.TrackUpstream(t.Name, t.Healthy, func() bool { return t.Status().Ejected }, t.InFlight)
 	}
 
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /readyz", s.readyz)
 	s.route("GET /metrics", s.metrics.Handler())
-	s.handle("POST /v1/rag/query", s.proxyRoute(auth.ScopeRAG, upstream.Call{
-		Pool: s.ml, Path: "/rag/query", Timeout: cfg.RAGTimeout,
+	s.handle("POST /v1/rag/query", s.proxyRoute(proxySpec{
+		scope: auth.ScopeRAG, pool: s.ml, path: fixedPath("/rag/query"), readBody: true,
+		timeout: cfg.RAGTimeout, firstByte: cfg.Upstream.RAGFirstByteTimeout,
+		forward: s.forwardRAG, onFirstByte: s.fanout.Latencies.Observe,
 	}))
-	s.handle("POST /v1/sandbox/run", s.proxyRoute(auth.ScopeSandbox, upstream.Call{
-		Pool: s.sandbox, Path: "/run", Timeout: cfg.SandboxTimeout,
+	s.handle("POST /v1/sandbox/run", s.proxyRoute(proxySpec{
+		scope: auth.ScopeSandbox, pool: s.sandbox, path: fixedPath("/run"), readBody: true,
+		timeout: cfg.SandboxTimeout, firstByte: cfg.Upstream.SandboxFirstByteTimeout,
 	}))
+	s.registerCollections()
+
+	for pattern := range cfg.Limits.Routes {
+		s.warnUnknownRoute(pattern, "route_limits")
+	}
+	for pattern := range cfg.Limits.RouteMaxBody {
+		s.warnUnknownRoute(pattern, "route_max_body_bytes")
+	}
 
 	// Outermost first: the request ID must exist before anything logs.
 	s.handler = requestid.Middleware(stripInternalToken(s.observe(http.HandlerFunc(s.dispatch))))
 	return s
+}
+
+// ReloadKeys re-reads the keys file. Requests in flight keep the keys they
+// were authorised with; an invalid file keeps the old keys and is logged.
+func (s *Server) ReloadKeys(ctx context.Context) error {
+	n, err := s.keys.Reload()
+	if err != nil {
+		s.log.ErrorContext(ctx, "keys file not reloaded, keeping the previous keys", "keys", n, "error", err.Error())
+		return err
+	}
+	s.log.InfoContext(ctx, "keys file reloaded", "keys", n)
+	return nil
+}
+
+// warnUnknownRoute flags a per-route setting that names no route, which
+// would otherwise silently never apply.
+func (s *Server) warnUnknownRoute(pattern, setting string) {
+	if !s.patterns[pattern] {
+		s.log.Warn("setting names no route; use a pattern such as \"POST /v1/rag/query\"",
+			"setting", setting, "pattern", pattern)
+	}
 }
 
 // ServeHTTP handles one public request.
@@ -141,25 +190,86 @@ func (s *Server) unmatched(r *http.Request) *httperr.Error {
 		WithHeader("Allow", strings.Join(allowed, ", "))
 }
 
-// proxyRoute returns the handler of an authenticated JSON route relayed to
-// an upstream: check the key's scope, check the body, forward it as-is.
-func (s *Server) proxyRoute(scope string, call upstream.Call) func(http.ResponseWriter, *http.Request) error {
+// proxySpec describes an authenticated route relayed to an upstream.
+type proxySpec struct {
+	scope string
+	pool  *upstream.Pool
+	// method is sent upstream; empty means POST.
+	method string
+	// timeout bounds the whole call; firstByte the wait for its headers.
+	timeout, firstByte time.Duration
+	// readBody makes the route take a JSON object body, checked and sent
+	// upstream as-is; routes without it send no body.
+	readBody bool
+	// forward sends the call; nil means Proxy.Forward.
+	forward func(http.ResponseWriter, *http.Request, upstream.Call) error
+	// onFirstByte, if set, learns upstream times to first byte.
+	onFirstByte func(time.Duration)
+	// path builds the escaped upstream path from the request, or returns
+	// the client's error for invalid path parameters.
+	path func(*http.Request) (string, error)
+}
+
+// proxyRoute returns the handler of an authenticated route relayed to an
+// upstream: check the key's scope, the path and the body, forward as-is.
+func (s *Server) proxyRoute(spec proxySpec) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		key, err := s.keys.Authorize(r, scope)
+		key, err := s.keys.Authorize(r, spec.scope)
+		info := requestInfoFrom(r.Context())
 		if key.ID != "" {
-			requestInfoFrom(r.Context()).keyID = key.ID
+			info.keyID = key.ID
+			// A known key is limited even when it lacks the scope, so
+			// that probing routes costs the same as using them.
+			release, limitErr := s.admit(w, r, key, info.route)
+			if limitErr != nil {
+				return limitErr
+			}
+			defer release()
 		}
 		if err != nil {
 			return err
 		}
-		body, err := jsonbody.Read(w, r, s.cfg.MaxBodyBytes)
+		p, err := spec.path(r)
 		if err != nil {
 			return err
 		}
-		c := call
-		c.Body = body
+		c := upstream.Call{Pool: spec.pool, Method: spec.method, Path: p, Timeout: spec.timeout,
+			FirstByte: spec.firstByte, OnFirstByte: spec.onFirstByte}
+		if spec.readBody {
+			if c.Body, err = jsonbody.Read(w, r, s.bodyLimit(info.route)); err != nil {
+				return err
+			}
+		}
+		if spec.forward != nil {
+			return spec.forward(w, r, c)
+		}
 		return s.proxy.Forward(w, r, c)
 	}
+}
+
+// forwardRAG sends a RAG query as its "fanout" field asks.
+func (s *Server) forwardRAG(w http.ResponseWriter, r *http.Request, c upstream.Call) error {
+	mode, err := fanout.ParseMode(c.Body)
+	if err != nil {
+		return err
+	}
+	switch mode {
+	case fanout.All:
+		return s.fanout.All(w, r, c)
+	case fanout.Hedge:
+		return s.fanout.Hedge(w, r, c)
+	default:
+		return s.proxy.Forward(w, r, c)
+	}
+}
+
+// bodyLimit is the request body cap of a route: its own if configured,
+// else the gateway-wide one.
+func (s *Server) bodyLimit(route string) int64 {
+	if n, ok := s.cfg.Limits.RouteMaxBody[route]; ok {
+		return n
+	}
+	return s.cfg.MaxBodyBytes
 }
 
 // drainTimeout bounds a graceful shutdown. Every request is bounded by its

@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"trine/gateway/internal/httperr"
 	"trine/gateway/internal/requestid"
+	"trine/gateway/internal/tracing"
 )
 
 // InternalTokenHeader carries the shared credential that internal services
@@ -20,14 +22,19 @@ import (
 // client's copy.
 const InternalTokenHeader = "X-Trine-Internal-Token"
 
-// ConnectTimeout bounds establishing a connection to one replica, so that a
-// dead replica costs little before the next one is tried.
-const ConnectTimeout = 2 * time.Second
+// DeadlineHeader tells an upstream how many milliseconds are left before the
+// gateway gives up on the call, so it can stop work nobody will read.
+const DeadlineHeader = "X-Trine-Deadline-Ms"
 
 // forwardedHeaders are the only client headers sent upstream. Building the
 // upstream header set from an allowlist means Authorization, cookies and any
-// client-sent internal token can never leak through by accident.
-var forwardedHeaders = []string{"Content-Type", "Accept", "Traceparent", "Tracestate"}
+// client-sent internal token can never leak through by accident. The trace
+// headers are handled separately.
+var forwardedHeaders = []string{"Content-Type", "Accept"}
+
+// errFirstByte is the cause of a call cancelled because the upstream sent
+// no response headers within the route's first-byte timeout.
+var errFirstByte = errors.New("no response headers within the first-byte timeout")
 
 // Proxy relays public requests to internal services. It holds one transport
 // shared by all calls, so connections are pooled; it is safe for concurrent
@@ -36,18 +43,24 @@ type Proxy struct {
 	transport http.RoundTripper
 	token     string
 	log       *slog.Logger
+	// observe, if set, is told about every finished upstream exchange.
+	observe func(target string, outcome Outcome, d time.Duration)
 }
 
-// NewProxy returns a proxy that authenticates to upstreams with token.
-func NewProxy(token string, log *slog.Logger) *Proxy {
+// NewProxy returns a proxy that authenticates to upstreams with token and
+// gives up connecting to a replica after connectTimeout. observe, if not
+// nil, is called once per upstream exchange, for metrics.
+func NewProxy(token string, connectTimeout time.Duration, log *slog.Logger,
+	observe func(target string, outcome Outcome, d time.Duration)) *Proxy {
 	return &Proxy{
-		token: token,
-		log:   log,
+		token:   token,
+		log:     log,
+		observe: observe,
 		transport: &http.Transport{
 			// Internal services are addressed directly; proxy settings in
 			// the environment must not reroute them.
 			Proxy:                 nil,
-			DialContext:           (&net.Dialer{Timeout: ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			DialContext:           (&net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}).DialContext,
 			TLSHandshakeTimeout:   5 * time.Second,
 			MaxIdleConns:          256,
 			MaxIdleConnsPerHost:   64,
@@ -63,108 +76,212 @@ func NewProxy(token string, log *slog.Logger) *Proxy {
 type Call struct {
 	// Pool is the service to call.
 	Pool *Pool
-	// Path is appended to the replica's base URL, e.g. "/rag/query".
+	// Method is the HTTP method sent upstream; empty means POST.
+	Method string
+	// Path is appended to the replica's base URL, already escaped, e.g.
+	// "/rag/query" or "/collections/docs/documents/a%2Fb". It is not cleaned,
+	// so an escaped "." or ".." segment stays a literal segment.
 	Path string
 	// Timeout bounds the whole exchange, including streaming the response.
 	Timeout time.Duration
-	// Body is sent as-is; it was read and checked before the call.
+	// FirstByte bounds the wait for the response headers; zero means
+	// only Timeout applies.
+	FirstByte time.Duration
+	// Body is sent as-is; it was read and checked before the call. Nil
+	// sends no body.
 	Body []byte
+	// OnFirstByte, if set, learns each replica's time to response headers.
+	OnFirstByte func(time.Duration)
 }
 
-// Forward POSTs c.Body to a healthy replica of c.Pool and relays the answer
-// to w. Replicas are tried in round-robin order; the next one is tried only
-// when a connection could not be established, because only then is it
-// certain that nothing reached the upstream. The returned error, if any, is
-// an *httperr.Error ready for the client.
+// Forward sends c to a healthy replica of c.Pool and relays the answer to
+// w. Replicas are chosen by Pool.Pick; another one is tried only when a
+// connection could not be established, because only then is it certain
+// that nothing reached the upstream. The returned error, if any, is an
+// *httperr.Error ready for the client.
 func (p *Proxy) Forward(w http.ResponseWriter, r *http.Request, c Call) error {
 	ctx, cancel := context.WithTimeout(r.Context(), c.Timeout)
 	defer cancel()
-
-	candidates := c.Pool.candidates()
-	if len(candidates) == 0 {
-		return httperr.Unavailable("no healthy "+c.Pool.Name+" service is available", time.Second,
-			fmt.Errorf("all %s replicas are unhealthy", c.Pool.Name))
+	ex, err := p.Open(ctx, r, c, nil)
+	if err != nil {
+		return err
 	}
+	if timing := TimingFrom(r.Context()); timing != nil {
+		defer func() { timing.Add(time.Since(ex.Start)) }()
+	}
+	return ex.Relay(w, r)
+}
+
+// OpenOn is Open on one given replica, without trying any other.
+func (p *Proxy) OpenOn(ctx context.Context, r *http.Request, c Call, t *Target) (*Exchange, error) {
+	ex, err := p.send(ctx, r, t, c)
+	if err != nil {
+		return nil, classify(r.Context(), t, err)
+	}
+	return ex, nil
+}
+
+// Exchange is an upstream call whose response headers have arrived. Its
+// owner must Relay it, read it with ReadAll, or Close it.
+type Exchange struct {
+	// Target is the replica that answered.
+	Target *Target
+	// Resp is the upstream response; its body is still unread.
+	Resp *http.Response
+	// Start is when the request was sent.
+	Start time.Time
+
+	p      *Proxy
+	cancel context.CancelCauseFunc
+	pool   *Pool
+	done   bool
+}
+
+// Open sends c to a replica of c.Pool, skipping those in tried, and returns
+// once response headers arrive. Like Forward it moves on to another replica
+// only after a failed connection attempt. Errors are *httperr.Error values.
+func (p *Proxy) Open(ctx context.Context, r *http.Request, c Call, tried []*Target) (*Exchange, error) {
 	var dialErrs []error
-	for _, t := range candidates {
-		start := time.Now()
-		resp, err := p.send(ctx, r, t, c)
+	for {
+		t := c.Pool.Pick(tried)
+		if t == nil {
+			break
+		}
+		tried = append(tried, t)
+		ex, err := p.send(ctx, r, t, c)
 		if err == nil {
-			p.log.DebugContext(ctx, "upstream answered", "upstream", t.Name, "status", resp.StatusCode,
-				"ttfb_ms", time.Since(start).Milliseconds())
-			return p.relay(ctx, w, r, t, resp)
+			return ex, nil
 		}
 		if !isDialError(err) || ctx.Err() != nil {
-			return classify(r.Context(), t, err)
+			return nil, classify(r.Context(), t, err)
 		}
-		// Passive health check: keep traffic away until the active
-		// checker sees the replica answer again.
+		// Nothing reached this replica: keep traffic away from it until
+		// the active checker sees it answer again.
 		if t.setHealth(err) {
 			p.log.WarnContext(ctx, "upstream unreachable, marked unhealthy", "upstream", t.Name, "error", err.Error())
 		}
 		dialErrs = append(dialErrs, fmt.Errorf("%s: %w", t.Name, err))
 	}
-	return httperr.Unavailable("no "+c.Pool.Name+" service is reachable", time.Second, errors.Join(dialErrs...))
+	if len(dialErrs) > 0 {
+		return nil, httperr.Unavailable("no "+c.Pool.Name+" service is reachable", time.Second, errors.Join(dialErrs...))
+	}
+	return nil, httperr.Unavailable("no healthy "+c.Pool.Name+" service is available", time.Second,
+		fmt.Errorf("all %s replicas are unhealthy or ejected", c.Pool.Name))
 }
 
-func (p *Proxy) send(ctx context.Context, r *http.Request, t *Target, c Call) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.URL.JoinPath(c.Path).String(), bytes.NewReader(c.Body))
+// send makes one attempt on t. On success the exchange owns the target's
+// in-flight slot until it is closed.
+func (p *Proxy) send(ctx context.Context, r *http.Request, t *Target, c Call) (*Exchange, error) {
+	method := c.Method
+	if method == "" {
+		method = http.MethodPost
+	}
+	var body io.Reader = http.NoBody
+	if c.Body != nil {
+		body = bytes.NewReader(c.Body)
+	}
+	callCtx, cancel := context.WithCancelCause(ctx)
+	// Concatenation, not URL.JoinPath: JoinPath cleans the path, which
+	// would turn a document id ".." into a request for its parent.
+	req, err := http.NewRequestWithContext(callCtx, method, t.URL.String()+c.Path, body)
 	if err != nil {
+		cancel(err)
 		return nil, err
 	}
+	p.setHeaders(req, r)
+	if deadline, ok := callCtx.Deadline(); ok {
+		req.Header.Set(DeadlineHeader, strconv.FormatInt(max(0, time.Until(deadline).Milliseconds()), 10))
+	}
+	ex := &Exchange{Target: t, p: p, cancel: cancel, Start: time.Now(), pool: c.Pool}
+	t.inFlight.Add(1)
+	var firstByte *time.Timer
+	if c.FirstByte > 0 {
+		firstByte = time.AfterFunc(c.FirstByte, func() { cancel(errFirstByte) })
+	}
+	resp, err := p.transport.RoundTrip(req)
+	if firstByte != nil {
+		firstByte.Stop()
+	}
+	if err != nil {
+		if cause := context.Cause(callCtx); errors.Is(cause, errFirstByte) {
+			err = fmt.Errorf("%w: %w", cause, context.DeadlineExceeded)
+		}
+		ex.finish(r.Context(), err)
+		return nil, err
+	}
+	ex.Resp = resp
+	if c.OnFirstByte != nil {
+		c.OnFirstByte(time.Since(ex.Start))
+	}
+	p.log.DebugContext(ctx, "upstream answered", "upstream", t.Name, "status", resp.StatusCode,
+		"ttfb_ms", time.Since(ex.Start).Milliseconds())
+	return ex, nil
+}
+
+// setHeaders copies the allowed client headers and adds the gateway's own.
+func (p *Proxy) setHeaders(req, r *http.Request) {
 	for _, k := range forwardedHeaders {
 		if vs := r.Header.Values(k); len(vs) > 0 {
 			req.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 		}
 	}
+	parent, ok := tracing.FromContext(r.Context())
+	if !ok {
+		parent = tracing.New()
+	}
+	req.Header.Set(tracing.Header, parent.Child().String())
+	if ok {
+		if ts := r.Header.Values("Tracestate"); len(ts) > 0 {
+			req.Header["Tracestate"] = append([]string(nil), ts...)
+		}
+	}
 	req.Header.Set(requestid.Header, requestid.FromContext(r.Context()))
 	req.Header.Set(InternalTokenHeader, p.token)
 	req.Header.Set("User-Agent", "trine-gateway")
-	return p.transport.RoundTrip(req)
 }
 
-// relay sends a 2xx answer to the client as it arrives, flushing after every
-// read so that event streams reach the client frame by frame. Any other
-// answer becomes an error for the client.
-func (p *Proxy) relay(ctx context.Context, w http.ResponseWriter, r *http.Request, t *Target, resp *http.Response) error {
-	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return upstreamFailure(t, resp)
+// Close abandons the exchange (a hedged loser, a fan-out failure) without a
+// verdict on the target, and releases everything it holds.
+func (ex *Exchange) Close() {
+	if ex.Resp != nil {
+		ex.Resp.Body.Close()
 	}
-	h := w.Header()
-	for _, k := range []string{"Content-Type", "Cache-Control"} {
-		if v := resp.Header.Get(k); v != "" {
-			h.Set(k, v)
-		}
+	ex.settle(context.Background(), NoVerdict)
+}
+
+// finish records the exchange's outcome once: err == nil is a success
+// unless the upstream answered with a server error; an error is a failure
+// unless the client's own cancellation caused it, which says nothing about
+// the target.
+func (ex *Exchange) finish(clientCtx context.Context, err error) {
+	outcome := Success
+	switch {
+	case err == nil && ex.Resp != nil && ex.Resp.StatusCode >= 500 && ex.Resp.StatusCode != http.StatusServiceUnavailable:
+		// 503 is the upstream shedding load on purpose, not a fault.
+		outcome = Failure
+	case err == nil:
+	case clientCtx.Err() != nil:
+		outcome = NoVerdict
+	default:
+		outcome = Failure
 	}
-	w.WriteHeader(resp.StatusCode)
-	rc := http.NewResponseController(w)
-	buf := make([]byte, 32<<10)
-	for {
-		n, readErr := resp.Body.Read(buf)
-		if n > 0 {
-			if _, err := w.Write(buf[:n]); err != nil {
-				return httperr.ClientClosed(err)
-			}
-			// Not every writer can flush (ErrNotSupported); the data then
-			// goes out when the handler returns, which is still correct.
-			_ = rc.Flush()
-		}
-		if readErr == io.EOF {
-			return nil
-		}
-		if readErr != nil {
-			he := classify(r.Context(), t, readErr)
-			if he.Code == httperr.StatusClientClosedRequest {
-				return he
-			}
-			// The status line is gone, so no error envelope can follow.
-			// Aborting the connection tells the client the body is
-			// incomplete instead of letting it pass as a whole answer.
-			p.log.WarnContext(ctx, "upstream failed mid-response, aborting", "upstream", t.Name,
-				"status", he.Code, "type", he.Type, "cause", readErr.Error())
-			panic(http.ErrAbortHandler)
-		}
+	ex.settle(clientCtx, outcome)
+}
+
+func (ex *Exchange) settle(ctx context.Context, outcome Outcome) {
+	if ex.done {
+		return
+	}
+	ex.done = true
+	ex.cancel(context.Canceled)
+	ex.Target.inFlight.Add(-1)
+	d := time.Since(ex.Start)
+	if ex.Target.record(outcome, ex.pool.ejection, time.Now()) {
+		ex.p.log.WarnContext(ctx, "upstream ejected after consecutive failures", "upstream", ex.Target.Name,
+			"for", ex.pool.ejection.For.String())
+	}
+	if ex.p.observe != nil {
+		ex.p.observe(ex.Target.Name, outcome, d)
 	}
 }
 

@@ -22,47 +22,77 @@ func testPool(n int) *Pool {
 		t.setHealth(nil)
 		ts = append(ts, t)
 	}
-	return NewPool("test", ts...)
+	return NewPool("test", Ejection{After: 3, For: time.Hour}, ts...)
 }
 
-func names(ts []*Target) string {
-	s := ""
-	for _, t := range ts {
-		s += t.Name
+func TestPickPrefersFewerInFlight(t *testing.T) {
+	p := testPool(2)
+	p.targets[0].inFlight.Store(5)
+	// With two replicas both are always compared, so the idle one wins.
+	for range 20 {
+		if got := p.Pick(nil); got != p.targets[1] {
+			t.Fatalf("picked %s with %d in flight", got.Name, got.inFlight.Load())
+		}
 	}
-	return s
 }
 
-func TestCandidates(t *testing.T) {
+func TestPickSpreadsAndSkips(t *testing.T) {
 	p := testPool(3)
-	tests := []struct {
-		name    string
-		down    []int
-		want    []string // successive calls
-		healthy bool
-	}{
-		{"rotates over all", nil, []string{"r0r1r2", "r1r2r0", "r2r0r1", "r0r1r2"}, true},
-		{"skips the unhealthy", []int{1}, []string{"r0r2", "r2r0", "r0r2"}, true},
-		{"none healthy", []int{0, 1, 2}, []string{"", ""}, false},
+	p.targets[1].setHealth(errors.New("down"))
+	counts := map[string]int{}
+	for range 300 {
+		counts[p.Pick(nil).Name]++
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			for _, tg := range p.targets {
-				tg.setHealth(nil)
-			}
-			for _, i := range tc.down {
-				p.targets[i].setHealth(errors.New("down"))
-			}
-			p.next.Store(0)
-			for i, want := range tc.want {
-				if got := names(p.candidates()); got != want {
-					t.Errorf("call %d: %q, want %q", i, got, want)
-				}
-			}
-			if p.AnyHealthy() != tc.healthy {
-				t.Errorf("AnyHealthy = %v", !tc.healthy)
-			}
-		})
+	if counts["r1"] != 0 || counts["r0"] < 50 || counts["r2"] < 50 {
+		t.Errorf("picks %v", counts)
+	}
+	if got := p.Pick([]*Target{p.targets[0], p.targets[2]}); got != nil {
+		t.Errorf("picked %s although every available replica was tried", got.Name)
+	}
+	for _, tg := range p.targets {
+		tg.setHealth(errors.New("down"))
+	}
+	if p.Pick(nil) != nil || p.AnyHealthy() {
+		t.Error("picked from an all-unhealthy pool")
+	}
+}
+
+func TestEjectionAndHalfOpen(t *testing.T) {
+	p := testPool(1)
+	tg := p.targets[0]
+	now := time.Now()
+	policy := Ejection{After: 3, For: time.Minute}
+	for i := range 2 {
+		if tg.record(Failure, policy, now) {
+			t.Fatalf("ejected after %d failures", i+1)
+		}
+	}
+	tg.record(Success, policy, now) // a success resets the count
+	tg.record(Failure, policy, now)
+	tg.record(Failure, policy, now)
+	tg.record(NoVerdict, policy, now) // client cancellations do not count
+	if !tg.record(Failure, policy, now) {
+		t.Fatal("not ejected after 3 consecutive failures")
+	}
+	if tg.available(now.Add(time.Second), false) || !tg.Status().Ejected {
+		t.Error("ejected target still available")
+	}
+	later := now.Add(2 * time.Minute)
+	if !tg.available(later, true) {
+		t.Fatal("no probe allowed after the ejection period")
+	}
+	if tg.available(later, true) {
+		t.Error("a second concurrent probe was allowed")
+	}
+	// A failed probe ejects again at once.
+	if !tg.record(Failure, policy, later) || tg.available(later.Add(time.Second), false) {
+		t.Error("failed probe did not eject again")
+	}
+	evenLater := later.Add(2 * time.Minute)
+	tg.available(evenLater, true)
+	tg.record(Success, policy, evenLater)
+	if !tg.available(evenLater, false) || tg.Status().Ejected {
+		t.Error("successful probe did not bring the target back")
 	}
 }
 

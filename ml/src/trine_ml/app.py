@@ -12,20 +12,37 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from trine_ml import __version__
+from trine_ml.chunking import TokenChunker
+from trine_ml.collection_routes import collections_router
+from trine_ml.collection_service import CollectionService
 from trine_ml.embedding import AsyncEmbedder, Embedder, OnnxEmbedder
 from trine_ml.errors import install_error_handlers
 from trine_ml.middleware import RequestContextMiddleware
 from trine_ml.providers.anthropic import AnthropicProvider
 from trine_ml.providers.base import LLMProvider
 from trine_ml.providers.extractive import ExtractiveProvider
+from trine_ml.providers.openai import OpenAIProvider
 from trine_ml.rag import RagService
 from trine_ml.routes import health_router, rag_router
 from trine_ml.settings import Settings
+from trine_ml.store.base import VectorStore
+from trine_ml.store.sqlite import SQLiteVectorStore
 
 logger = logging.getLogger(__name__)
 
 
 def _build_provider(settings: Settings, embedder: AsyncEmbedder) -> LLMProvider:
+    if settings.resolved_provider == "openai":
+        return OpenAIProvider.create(
+            api_key=(
+                settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+            ),
+            base_url=settings.openai_base_url,
+            model=settings.openai_model,
+            max_tokens=settings.llm_max_tokens,
+            timeout_s=settings.llm_timeout_s,
+            max_retries=settings.llm_max_retries,
+        )
     if settings.resolved_provider == "anthropic":
         assert settings.anthropic_api_key is not None  # enforced by Settings
         return AnthropicProvider.create(
@@ -39,9 +56,12 @@ def _build_provider(settings: Settings, embedder: AsyncEmbedder) -> LLMProvider:
     return ExtractiveProvider(embedder)
 
 
-def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAPI:
-    """Builds the service. The model loads during the lifespan, before the server accepts
-    requests; pass ``embedder`` to reuse an already loaded one (tests do)."""
+def create_app(
+    settings: Settings, *, embedder: Embedder | None = None, store: VectorStore | None = None
+) -> FastAPI:
+    """Builds the service. The model loads and the database opens during the lifespan,
+    before the server accepts requests; pass ``embedder`` to reuse an already loaded model
+    and ``store`` to use another backend (tests do)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,8 +88,35 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
                     },
                 )
             async_embedder = AsyncEmbedder(model, executor, settings.embed_cache_size)
+            loop = asyncio.get_running_loop()
+            chunker = await loop.run_in_executor(
+                executor,
+                lambda: TokenChunker.from_packages(
+                    target_tokens=settings.chunk_tokens,
+                    overlap_tokens=settings.chunk_overlap_tokens,
+                ),
+            )
+            vector_store = store
+            if vector_store is None:
+                dimension = model.dimension
+                vector_store = await loop.run_in_executor(
+                    None, lambda: SQLiteVectorStore(settings.database_path, dimension=dimension)
+                )
+                logger.info(
+                    "collections store open",
+                    extra={"event": "store_open", "path": str(settings.database_path)},
+                )
+            # Chunking shares the model's thread: both are CPU-bound, and the cores are few.
+            collections = CollectionService(
+                vector_store,
+                async_embedder,
+                chunker,
+                executor,
+                batch_chunks=settings.ingest_batch_chunks,
+            )
             provider = _build_provider(settings, async_embedder)
-            app.state.rag = RagService(async_embedder, provider)
+            app.state.collections = collections
+            app.state.rag = RagService(async_embedder, provider, collections)
             logger.info(
                 "ready",
                 extra={
@@ -83,6 +130,8 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
                 yield
             finally:
                 await provider.aclose()
+                if store is None:
+                    await vector_store.aclose()
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
 
@@ -98,5 +147,6 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(rag_router)
+    app.include_router(collections_router)
     app.add_middleware(RequestContextMiddleware)
     return app

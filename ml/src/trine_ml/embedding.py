@@ -220,6 +220,15 @@ class AsyncEmbedder:
             out[i] = vectors[row]
         return out
 
+    async def embed_uncached(self, texts: Sequence[str]) -> Vectors:
+        """Vectors for ``texts``, straight from the model: for ingest, whose chunks are
+        seen once and would only push useful entries out of the cache."""
+        if not texts:
+            return np.empty((0, self.dimension), dtype=np.float32)
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._executor, context.run, self._run_model, list(texts))
+
     def _start_batch(self, missing: dict[bytes, str]) -> None:
         batch_keys = list(missing)
         batch_texts = list(missing.values())

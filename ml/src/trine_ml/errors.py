@@ -85,6 +85,17 @@ class ModelIntegrityError(RuntimeError):
     """The embedding model file on disk is not the one that was pinned."""
 
 
+def provider_status_message(status: int) -> str:
+    """A caller-facing message for an LLM provider's HTTP status (never the provider's text)."""
+    if status == 429:
+        return "the LLM provider is rate limiting requests (429)"
+    if status >= 500:
+        return f"the LLM provider failed ({status})"
+    if status in (401, 403):
+        return f"the LLM provider refused this service's credentials ({status})"
+    return f"the LLM provider rejected the request ({status})"
+
+
 _BY_STATUS: dict[int, type[TrineError]] = {
     cls.status_code: cls
     for cls in (

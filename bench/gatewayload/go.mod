@@ -1,0 +1,3 @@
+module trine/bench/gatewayload
+
+go 1.23.0

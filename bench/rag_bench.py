@@ -1,0 +1,212 @@
+"""RAG through the gateway: ingest throughput, retrieval latency on a 100k-chunk collection,
+inline queries cold and warm against the seed's algorithm, and query embedding latency.
+
+Starts a real stack (gateway, two ML replicas on the extractive provider, sandbox) on free
+ports. The 100k-chunk collection is generated before the stack starts and written straight
+into the store file the replicas share: embedding 100k real chunks would take hours on
+this machine, and search cost does not depend on what the vectors mean. Its text is drawn
+from the words of the man-page corpus (so BM25 sees a real vocabulary) and its vectors are
+random unit vectors. Everything else goes through the public API.
+
+The baseline is the seed's algorithm — embed the query and every document on every call,
+then rank by numpy cosine — run in this process with the same int8 ONNX MiniLM (the seed
+used sentence-transformers on PyTorch, which is not installed here) and no cache.
+
+    .venv/bin/python bench/rag_bench.py [--chunks 100000] [--queries 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from trine_ml.embedding import OnnxEmbedder
+from trine_ml.store.base import ChunkInput, DocumentInput
+from trine_ml.store.sqlite import SQLiteVectorStore
+
+from trine.credentials import ApiKey, new_key
+from trine.gateway_client import GatewayClient, ingest_all
+from trine.stack import Stack, StackConfig, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("TRINE_SHARED_DATA", ROOT.parent / "shared" / "data")) / "manpages-dev"
+BIG = "bench-100k"
+WORDS_PER_CHUNK = 150  # about 200 MiniLM tokens of man-page prose
+CHUNKS_PER_DOCUMENT = 10
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(values: list[float]) -> str:
+    return (
+        f"p50 {statistics.median(values):7.2f} ms  p95 {pct(values, 0.95):7.2f} ms"
+        f"  p99 {pct(values, 0.99):7.2f} ms  (n={len(values)})"
+    )
+
+
+def timed(c: httpx.Client, body: dict[str, Any]) -> float:
+    """Milliseconds for one query through the gateway."""
+    start = time.perf_counter()
+    resp = c.post("/v1/rag/query", json=body)
+    elapsed = (time.perf_counter() - start) * 1000
+    if resp.status_code != 200:
+        sys.exit(f"bench: unexpected {resp.status_code}: {resp.text[:200]}")
+    return elapsed
+
+
+def build_big_collection(path: Path, chunks: int, corpus: list[dict[str, Any]]) -> float:
+    """Writes the generated collection into the store file; returns the seconds it took."""
+    words = [w for doc in corpus for w in re.findall(r"[A-Za-z][A-Za-z_-]+", doc["text"])]
+    rng = random.Random(20240607)
+    vectors = np.random.default_rng(7)
+    started = time.monotonic()
+
+    async def write() -> None:
+        store = SQLiteVectorStore(path, dimension=384)
+        try:
+            for first in range(0, chunks, 2000):
+                batch = []
+                for d in range(first // CHUNKS_PER_DOCUMENT, (first + 2000) // CHUNKS_PER_DOCUMENT):
+                    raw = vectors.standard_normal((CHUNKS_PER_DOCUMENT, 384)).astype(np.float32)
+                    raw /= np.linalg.norm(raw, axis=1, keepdims=True)
+                    parts = [
+                        ChunkInput(" ".join(rng.choices(words, k=WORDS_PER_CHUNK)) + ".", raw[i])
+                        for i in range(CHUNKS_PER_DOCUMENT)
+                    ]
+                    text = " ".join(p.text for p in parts)
+                    batch.append(DocumentInput(f"gen-{d}", text, {"shard": d % 10}, parts))
+                await store.upsert(BIG, batch)
+                print(f"\rgenerated {first + 2000}/{chunks} chunks", end="", flush=True)
+        finally:
+            await store.aclose()
+
+    asyncio.run(write())
+    print()
+    return time.monotonic() - started
+
+
+def bench_ingest(client: GatewayClient, corpus: list[dict[str, Any]]) -> None:
+    documents = [{"id": d["id"], "text": d["text"]} for d in corpus[:200]]
+    started = time.perf_counter()
+    chunks = sum(stored for _, stored in ingest_all(client, "bench-ingest", documents))
+    seconds = time.perf_counter() - started
+    print(
+        f"ingest           {len(documents)} documents, {chunks} chunks in {seconds:.1f}s:"
+        f" {chunks / seconds:.1f} chunks/s (2 requests in flight, 2 replicas)"
+    )
+
+
+def bench_retrieval(c: httpx.Client, queries: list[str], n: int) -> None:
+    # Each replica loads the collection's matrix on its first query.
+    for replica in range(2):
+        ms = timed(c, {"collection": BIG, "query": "warm up", "generate": False})
+        print(f"first query      replica {replica}: {ms:.0f} ms (loads the matrix)")
+    for mode in ("dense", "keyword", "hybrid"):
+        times = [
+            timed(c, {"collection": BIG, "query": q, "mode": mode, "top_k": 5, "generate": False})
+            for q in queries[:n]
+        ]
+        print(f"retrieval {mode:<7}{summary(times)}")
+    times = [timed(c, {"collection": BIG, "query": q, "top_k": 5}) for q in queries[n : 2 * n]]
+    print(f"hybrid + answer  {summary(times)}")
+
+
+def bench_inline(
+    c: httpx.Client, model: OnnxEmbedder, corpus: list[dict[str, Any]], n: int
+) -> None:
+    docs = [d["text"] for d in corpus[300:310]]
+    query = "configuration file format"
+    # Cold: documents (and query) never seen before, so everything is embedded.
+    cold = [
+        timed(c, {"query": f"{query} {i}", "documents": [f"[{i}] {d}" for d in docs]})
+        for i in range(n // 4)
+    ]
+    body = {"query": query, "documents": docs}
+    for _ in range(2):
+        timed(c, body)  # once per replica: both now hold these vectors
+    warm = [timed(c, body) for _ in range(n)]
+    warm_retrieval = [timed(c, {**body, "generate": False}) for _ in range(n)]
+    seed = []
+    for _ in range(n // 4):
+        start = time.perf_counter()
+        vectors = model.embed([query, *docs])
+        best = np.argsort(-(vectors[1:] @ vectors[0]))[:3]
+        seed.append((time.perf_counter() - start) * 1000)
+        assert len(best) == 3
+    print(f"inline cold      {summary(cold)}")
+    print(f"inline warm      {summary(warm)}")
+    print(f"inline warm, retrieval only {summary(warm_retrieval)}")
+    print(f"seed algorithm   {summary(seed)}  (in-process, retrieval only)")
+    print(
+        f"warm vs seed     {statistics.median(seed) / statistics.median(warm):.1f}x faster"
+        f" (with answer), {statistics.median(seed) / statistics.median(warm_retrieval):.1f}x"
+        " (retrieval only)"
+    )
+
+
+def bench_query_embedding(model: OnnxEmbedder, queries: list[str]) -> None:
+    model.embed(queries[:5])
+    times = []
+    for q in queries:
+        start = time.perf_counter()
+        model.embed([q])
+        times.append((time.perf_counter() - start) * 1000)
+    print(f"query embedding  {summary(times)}  (in-process, uncached, 1 thread)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=100)
+    args = parser.parse_args()
+    corpus = [json.loads(line) for line in (DATA / "corpus.jsonl").read_text().splitlines()]
+    queries = [
+        json.loads(line)["text"] for line in (DATA / "queries.jsonl").read_text().splitlines()
+    ]
+    key = ApiKey("bench", new_key())
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp)
+        seconds = build_big_collection(state / "ml.sqlite3", args.chunks, corpus)
+        print(f"built {args.chunks} chunks in {seconds:.0f}s")
+        config = StackConfig(
+            bin_dir=ROOT / "bin",
+            python=ROOT / ".venv" / "bin" / "python",
+            state_dir=state,
+            keys=[key],
+            gateway_addr=f"127.0.0.1:{free_port()}",
+            base_env={
+                k: v for k, v in os.environ.items() if not k.startswith(("TRINE_", "ANTHROPIC_"))
+            },
+            # The bench measures latency, not the per-key rate limit.
+            env={"gateway": {"TRINE_RATE_PER_SECOND": "100000", "TRINE_RATE_BURST": "100000"}},
+        )
+        with Stack(config, console=None) as stack:
+            auth = {"Authorization": f"Bearer {key.key}"}
+            with (
+                httpx.Client(base_url=stack.gateway_url, headers=auth, timeout=120) as c,
+                GatewayClient(stack.gateway_url, key.key) as client,
+            ):
+                bench_ingest(client, corpus)
+                bench_retrieval(c, queries, args.queries)
+                model = OnnxEmbedder.from_packages(threads=1)
+                bench_inline(c, model, corpus, args.queries)
+                bench_query_embedding(model, queries)
+
+
+if __name__ == "__main__":
+    main()

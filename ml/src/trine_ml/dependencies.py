@@ -1,0 +1,80 @@
+"""Request dependencies shared by the routers: settings, services, the internal credential
+and the caller's deadline. Tests swap them with ``app.dependency_overrides``."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from trine_ml.collection_service import CollectionService
+from trine_ml.errors import InvalidRequest, Unauthorized
+from trine_ml.rag import RagService
+from trine_ml.schemas import COLLECTION_NAME
+from trine_ml.settings import Settings
+
+INTERNAL_TOKEN_HEADER = "X-Trine-Internal-Token"
+DEADLINE_HEADER = "X-Trine-Deadline-Ms"
+_COLLECTION_NAME = re.compile(COLLECTION_NAME)
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_rag_service(request: Request) -> RagService:
+    service: RagService = request.app.state.rag
+    return service
+
+
+def get_collection_service(request: Request) -> CollectionService:
+    service: CollectionService = request.app.state.collections
+    return service
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RagServiceDep = Annotated[RagService, Depends(get_rag_service)]
+CollectionServiceDep = Annotated[CollectionService, Depends(get_collection_service)]
+
+
+def require_internal_token(
+    settings: SettingsDep,
+    token: Annotated[str | None, Header(alias=INTERNAL_TOKEN_HEADER)] = None,
+) -> None:
+    """Admits only callers that present the shared internal credential."""
+    expected = settings.internal_token.get_secret_value().encode()
+    if token is None or not hmac.compare_digest(token.encode(), expected):
+        raise Unauthorized(f"missing or invalid {INTERNAL_TOKEN_HEADER}")
+
+
+InternalCaller = Annotated[None, Depends(require_internal_token)]
+
+
+def deadline_seconds(
+    value: Annotated[str | None, Header(alias=DEADLINE_HEADER)] = None,
+) -> float | None:
+    """The time the gateway still gives this request, if it said; a malformed value is
+    ignored rather than failing a request the gateway already accepted."""
+    if value is None:
+        return None
+    try:
+        ms = float(value)
+    except ValueError:
+        return None
+    return max(ms, 0.0) / 1000 if ms == ms and ms < 1e9 else None
+
+
+Deadline = Annotated[float | None, Depends(deadline_seconds)]
+
+
+def collection_name(_: InternalCaller, name: str) -> str:
+    """The ``{name}`` path parameter, checked after the credential."""
+    if not _COLLECTION_NAME.match(name):
+        raise InvalidRequest("collection name must match [a-z0-9][a-z0-9_-]{0,62}")
+    return name
+
+
+CollectionName = Annotated[str, Depends(collection_name)]

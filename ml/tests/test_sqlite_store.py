@@ -1,0 +1,113 @@
+"""The SQLite store: the shared conformance checks, plus what is particular to one file
+shared by several replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from store_conformance import DIM, FRUIT, SANDBOX, StoreFactory, VectorStoreConformance, doc, unit
+from trine_ml.store.base import VectorStore
+from trine_ml.store.keyword import match_expression
+from trine_ml.store.sqlite import SQLiteVectorStore
+
+
+@pytest.fixture
+def make_store(tmp_path: Path) -> StoreFactory:
+    async def build() -> VectorStore:
+        return SQLiteVectorStore(tmp_path / "store.sqlite3", dimension=DIM)
+
+    return build
+
+
+class TestSQLiteConformance(VectorStoreConformance):
+    pass
+
+
+def test_file_is_in_wal_mode_with_fts5(tmp_path: Path) -> None:
+    path = tmp_path / "wal.sqlite3"
+    store = SQLiteVectorStore(path, dimension=DIM)
+    asyncio.run(store.aclose())
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert {"collections", "documents", "chunks", "chunks_fts"} <= tables
+    finally:
+        conn.close()
+
+
+def test_a_replica_sees_another_replicas_writes(tmp_path: Path) -> None:
+    """Two stores on one file, as two replicas: each query must reflect the other's writes,
+    although each keeps its own in-memory matrix."""
+    path = tmp_path / "shared.sqlite3"
+
+    async def scenario() -> None:
+        first = SQLiteVectorStore(path, dimension=DIM)
+        second = SQLiteVectorStore(path, dimension=DIM)
+        try:
+            await first.upsert("kb", [FRUIT])
+            assert len(await second.dense_search("kb", unit(1, 0), 10)) == 2  # loads matrix
+            await first.upsert("kb", [SANDBOX])
+            hits = await second.dense_search("kb", unit(0, 1), 10)
+            top = await second.fetch_chunks("kb", [hits[0].key])
+            assert len(hits) == 3
+            assert top[0].document_id == "sandbox"
+            await first.delete_document("kb", "sandbox")
+            assert len(await second.dense_search("kb", unit(0, 1), 10)) == 2
+            await first.delete_collection("kb")
+            await first.upsert("kb", [doc("new", ("fresh start", unit(0, 0, 1)))])
+            hits = await second.dense_search("kb", unit(0, 0, 1), 10)
+            assert [
+                c.document_id for c in await second.fetch_chunks("kb", [h.key for h in hits])
+            ] == ["new"]
+        finally:
+            await first.aclose()
+            await second.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_vector_of_wrong_dimension_is_refused(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SQLiteVectorStore(tmp_path / "dim.sqlite3", dimension=DIM + 1)
+        try:
+            with pytest.raises(ValueError, match="shape"):
+                await store.upsert("kb", [FRUIT])
+            assert await store.get_collection("kb") is None
+        finally:
+            await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_match_expression_drops_stopwords_and_quotes_words() -> None:
+    assert match_expression("What is the cron table?", 3) == (
+        'collection_id : 3 AND text : ("cron" OR "table")'
+    )
+    assert match_expression("the and of", 3) == (
+        'collection_id : 3 AND text : ("the" OR "and" OR "of")'
+    )
+    assert match_expression(' "quoted" NEAR ', 1) == (
+        'collection_id : 1 AND text : ("quoted" OR "near")'
+    )
+    assert match_expression("?!", 1) is None
+
+
+def test_a_number_in_the_query_is_not_a_collection(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SQLiteVectorStore(tmp_path / "ids.sqlite3", dimension=DIM)
+        try:
+            await store.upsert("kb", [FRUIT])
+            await store.upsert("other", [SANDBOX])
+            # "1" and "2" are the collections' ids; as query words they must match no row.
+            assert await store.keyword_search("other", "1 2", 5) == []
+            assert len(await store.keyword_search("other", "sandbox 1", 5)) == 1
+            assert await store.keyword_search("other", "bananas", 5) == []
+        finally:
+            await store.aclose()
+
+    asyncio.run(scenario())
