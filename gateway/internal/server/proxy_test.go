@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -347,5 +348,24 @@ func TestUpstreamFailsMidStream(t *testing.T) {
 	}
 	if _, err := io.ReadAll(resp.Body); err == nil {
 		t.Error("a truncated upstream body reached the client as a complete response")
+	}
+}
+
+func TestFixedLengthAnswerKeepsItsLength(t *testing.T) {
+	// Larger than the relay's copy buffer, so it arrives in several reads,
+	// each flushed before the last.
+	answer := `{"answer":"` + strings.Repeat("a", 100<<10) + `"}`
+	fixed := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(answer)))
+		_, _ = io.WriteString(w, answer)
+	}
+	h := newHarness(t, options{ml: []http.HandlerFunc{fixed}})
+	resp := h.do(t, rag())
+	if resp.StatusCode != 200 || resp.ContentLength != int64(len(answer)) {
+		t.Fatalf("status %d Content-Length %d, want 200 and %d", resp.StatusCode, resp.ContentLength, len(answer))
+	}
+	if got := body(t, resp); got != answer {
+		t.Errorf("body of %d bytes differs from the upstream's %d", len(got), len(answer))
 	}
 }

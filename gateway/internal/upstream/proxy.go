@@ -213,8 +213,12 @@ func (p *Proxy) send(ctx context.Context, r *http.Request, t *Target, c Call) (*
 	if c.OnFirstByte != nil {
 		c.OnFirstByte(time.Since(ex.Start))
 	}
-	p.log.DebugContext(ctx, "upstream answered", "upstream", t.Name, "status", resp.StatusCode,
-		"ttfb_ms", time.Since(ex.Start).Milliseconds())
+	// Checked first: the arguments would otherwise be boxed on every call
+	// only to be dropped at the usual info level.
+	if p.log.Enabled(ctx, slog.LevelDebug) {
+		p.log.DebugContext(ctx, "upstream answered", "upstream", t.Name, "status", resp.StatusCode,
+			"ttfb_ms", time.Since(ex.Start).Milliseconds())
+	}
 	return ex, nil
 }
 
@@ -226,10 +230,13 @@ func (p *Proxy) setHeaders(req, r *http.Request) {
 		}
 	}
 	parent, ok := tracing.FromContext(r.Context())
-	if !ok {
-		parent = tracing.New()
+	// Without a client trace the call starts one; its first span is the
+	// call's own, so no parent span is made only to be replaced.
+	call := tracing.New()
+	if ok {
+		call = parent.Child()
 	}
-	req.Header.Set(tracing.Header, parent.Child().String())
+	req.Header.Set(tracing.Header, call.String())
 	if ok {
 		if ts := r.Header.Values("Tracestate"); len(ts) > 0 {
 			req.Header["Tracestate"] = append([]string(nil), ts...)

@@ -36,6 +36,13 @@ func (ex *Exchange) Relay(w http.ResponseWriter, r *http.Request) error {
 			h.Set(k, v)
 		}
 	}
+	// With the upstream's length declared, the flush after the last read
+	// sends the whole answer and ends it: no chunked framing, whose closing
+	// chunk would go out in another write only after the handler returns,
+	// behind the access log and metrics.
+	if resp.ContentLength >= 0 && bodyAllowed(resp.StatusCode) {
+		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	}
 	if timing := TimingFrom(ctx); timing != nil {
 		// The upstream's time so far is its time to first byte.
 		h.Set("Server-Timing", serverTiming(timing, ex))
@@ -74,6 +81,12 @@ func (ex *Exchange) Relay(w http.ResponseWriter, r *http.Request) error {
 			panic(http.ErrAbortHandler)
 		}
 	}
+}
+
+// bodyAllowed reports whether a 2xx status may carry a body, and so a
+// Content-Length.
+func bodyAllowed(code int) bool {
+	return code != http.StatusNoContent
 }
 
 // serverTiming formats the Server-Timing header of a relayed answer: the
