@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import anthropic
 from anthropic.types import Message, TextBlock
 
-from trine_ml.errors import UpstreamError, UpstreamTimeout, provider_status_message
 from trine_ml.providers.base import Answer, Passage
-
-logger = logging.getLogger(__name__)
+from trine_ml.providers.sdk_errors import mapped_sdk_errors
 
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered passages you are given. "
@@ -63,7 +59,7 @@ class AnthropicProvider:
         return self._model
 
     async def answer(self, query: str, passages: Sequence[Passage]) -> Answer:
-        with _mapped_errors():
+        with mapped_sdk_errors(anthropic):
             message = await self._client.messages.create(
                 model=self._model,
                 max_tokens=self._max_tokens,
@@ -73,7 +69,7 @@ class AnthropicProvider:
         return self._to_answer(message)
 
     async def stream(self, query: str, passages: Sequence[Passage]) -> AsyncIterator[str | Answer]:
-        with _mapped_errors():
+        with mapped_sdk_errors(anthropic):
             async with self._client.messages.stream(
                 model=self._model,
                 max_tokens=self._max_tokens,
@@ -97,26 +93,3 @@ class AnthropicProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
-
-
-@contextlib.contextmanager
-def _mapped_errors() -> Iterator[None]:
-    """Turns the SDK's failures into upstream errors (the SDK has already retried the
-    retryable ones max_retries times)."""
-    try:
-        yield
-    except anthropic.APITimeoutError as exc:
-        logger.warning("llm call timed out", extra={"event": "llm_timeout"})
-        raise UpstreamTimeout("the LLM provider did not answer in time") from exc
-    except anthropic.APIConnectionError as exc:
-        logger.warning("llm unreachable", extra={"event": "llm_error", "kind": "connection"})
-        raise UpstreamError("could not reach the LLM provider") from exc
-    except anthropic.APIStatusError as exc:
-        logger.warning(
-            "llm call failed",
-            extra={"event": "llm_error", "status": exc.status_code, "kind": type(exc).__name__},
-        )
-        raise UpstreamError(provider_status_message(exc.status_code)) from exc
-    except anthropic.APIError as exc:
-        logger.warning("llm answer unusable", extra={"event": "llm_error", "kind": "response"})
-        raise UpstreamError("the LLM provider sent an unusable answer") from exc

@@ -3,9 +3,7 @@ server that speaks it (OpenAI, vLLM, Ollama, llama.cpp server), one client per l
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import openai
 from openai.types.chat import (
@@ -14,11 +12,10 @@ from openai.types.chat import (
     ChatCompletionUserMessageParam,
 )
 
-from trine_ml.errors import UpstreamError, UpstreamTimeout, provider_status_message
+from trine_ml.errors import UpstreamError
 from trine_ml.providers.anthropic import SYSTEM_PROMPT, build_prompt
 from trine_ml.providers.base import Answer, Passage
-
-logger = logging.getLogger(__name__)
+from trine_ml.providers.sdk_errors import mapped_sdk_errors
 
 # Local servers (Ollama, llama.cpp) ignore the key, but the SDK insists on one.
 _NO_KEY = "unused"
@@ -70,7 +67,7 @@ class OpenAIProvider:
         ]
 
     async def answer(self, query: str, passages: Sequence[Passage]) -> Answer:
-        with _mapped_errors():
+        with mapped_sdk_errors(openai):
             completion = await self._client.chat.completions.create(
                 model=self._model,
                 max_tokens=self._max_tokens,
@@ -91,7 +88,7 @@ class OpenAIProvider:
         parts: list[str] = []
         model = self._model
         input_tokens = output_tokens = 0
-        with _mapped_errors():
+        with mapped_sdk_errors(openai):
             chunks = await self._client.chat.completions.create(
                 model=self._model,
                 max_tokens=self._max_tokens,
@@ -113,24 +110,3 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
-
-
-@contextlib.contextmanager
-def _mapped_errors() -> Iterator[None]:
-    try:
-        yield
-    except openai.APITimeoutError as exc:
-        logger.warning("llm call timed out", extra={"event": "llm_timeout"})
-        raise UpstreamTimeout("the LLM provider did not answer in time") from exc
-    except openai.APIConnectionError as exc:
-        logger.warning("llm unreachable", extra={"event": "llm_error", "kind": "connection"})
-        raise UpstreamError("could not reach the LLM provider") from exc
-    except openai.APIStatusError as exc:
-        logger.warning(
-            "llm call failed",
-            extra={"event": "llm_error", "status": exc.status_code, "kind": type(exc).__name__},
-        )
-        raise UpstreamError(provider_status_message(exc.status_code)) from exc
-    except openai.APIError as exc:
-        logger.warning("llm answer unusable", extra={"event": "llm_error", "kind": "response"})
-        raise UpstreamError("the LLM provider sent an unusable answer") from exc
