@@ -11,7 +11,6 @@ medians: what the gateway costs on top of the service behind it.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -20,11 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from benchlib import bench_config, pct
 
 from trine.credentials import ApiKey, new_key
-from trine.stack import Stack, StackConfig, free_port
+from trine.stack import Stack
 
-ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [
     "The gateway checks API keys, applies rate limits and routes each request.",
     "The ML service embeds documents and answers questions from the best passages.",
@@ -48,11 +47,6 @@ def timed(call: Callable[[], httpx.Response]) -> float:
     if resp.status_code != 200:
         sys.exit(f"bench: unexpected {resp.status_code}: {resp.text[:200]}")
     return elapsed
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def measure(
@@ -82,14 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     key = ApiKey("bench", new_key())
     with tempfile.TemporaryDirectory() as tmp:
-        config = StackConfig(
-            bin_dir=ROOT / "bin",
-            python=ROOT / ".venv" / "bin" / "python",
-            state_dir=Path(tmp),
-            keys=[key],
-            gateway_addr=f"127.0.0.1:{free_port()}",
-            base_env=dict(os.environ),
-        )
+        config = bench_config(Path(tmp), key)
         started = time.monotonic()
         with Stack(config, console=None) as stack:
             print(

@@ -32,24 +32,19 @@ from typing import Any
 
 import httpx
 import numpy as np
+from benchlib import ROOT, bench_config, pct
 from trine_ml.embedding import OnnxEmbedder
 from trine_ml.store.base import ChunkInput, DocumentInput
 from trine_ml.store.sqlite import SQLiteVectorStore
 
 from trine.credentials import ApiKey, new_key
 from trine.gateway_client import GatewayClient, ingest_all
-from trine.stack import Stack, StackConfig, free_port
+from trine.stack import Stack
 
-ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("TRINE_SHARED_DATA", ROOT.parent / "shared" / "data")) / "manpages-dev"
 BIG = "bench-100k"
 WORDS_PER_CHUNK = 150  # about 200 MiniLM tokens of man-page prose
 CHUNKS_PER_DOCUMENT = 10
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def summary(values: list[float]) -> str:
@@ -183,18 +178,7 @@ def main() -> None:
         state = Path(tmp)
         seconds = build_big_collection(state / "ml.sqlite3", args.chunks, corpus)
         print(f"built {args.chunks} chunks in {seconds:.0f}s")
-        config = StackConfig(
-            bin_dir=ROOT / "bin",
-            python=ROOT / ".venv" / "bin" / "python",
-            state_dir=state,
-            keys=[key],
-            gateway_addr=f"127.0.0.1:{free_port()}",
-            base_env={
-                k: v for k, v in os.environ.items() if not k.startswith(("TRINE_", "ANTHROPIC_"))
-            },
-            # The bench measures latency, not the per-key rate limit.
-            env={"gateway": {"TRINE_RATE_PER_SECOND": "100000", "TRINE_RATE_BURST": "100000"}},
-        )
+        config = bench_config(state, key)
         with Stack(config, console=None) as stack:
             auth = {"Authorization": f"Bearer {key.key}"}
             with (

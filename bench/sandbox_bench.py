@@ -12,7 +12,6 @@ case is measured at concurrency 1 and 2: p50, p99 and runs per second.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -24,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from benchlib import bench_config, pct
 
 from trine.credentials import ApiKey, new_key
-from trine.stack import Stack, StackConfig, free_port
+from trine.stack import Stack
 
-ROOT = Path(__file__).resolve().parents[1]
 TRIVIAL_WAT = {"language": "wat", "code": '(module (func (export "run")))'}
 PRINT = "print(1)"
 NUMPY = "import numpy; print(1)"
@@ -44,11 +43,6 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("js console.log(1)", {"language": "javascript", "code": "console.log(1)"}, "gateway"),
 ]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def measure(call: Callable[[], None], n: int, concurrency: int) -> tuple[float, float, float]:
@@ -111,19 +105,7 @@ def main() -> None:
     n = args.requests
     key = ApiKey("bench", new_key())
     with tempfile.TemporaryDirectory() as tmp:
-        config = StackConfig(
-            bin_dir=ROOT / "bin",
-            python=ROOT / ".venv" / "bin" / "python",
-            state_dir=Path(tmp),
-            keys=[key],
-            gateway_addr=f"127.0.0.1:{free_port()}",
-            ml_replicas=1,
-            base_env={
-                **os.environ,
-                "TRINE_RATE_PER_SECOND": "100000",
-                "TRINE_RATE_BURST": "100000",
-            },
-        )
+        config = bench_config(Path(tmp), key, ml_replicas=1)
         started = time.monotonic()
         with Stack(config, console=None) as stack:
             print(
