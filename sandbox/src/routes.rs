@@ -2,6 +2,8 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,6 +15,10 @@ use crate::{AppState, auth, request_id};
 
 /// Largest request body accepted (a base64 module of about 12 MiB).
 pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// Asks `POST /run` only to check the request (api/jobs.md): 204 if it would run, else the
+/// same 400 as a real call.
+const VALIDATE_ONLY_HEADER: &str = "x-trine-validate-only";
 
 /// The service's router.
 pub fn router(state: AppState) -> Router {
@@ -33,16 +39,24 @@ async fn healthz() -> Json<Value> {
 
 async fn run(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<RunRequest>, JsonRejection>,
-) -> Result<Json<RunResult>, ApiError> {
+) -> Result<Response, ApiError> {
     let Json(request) = body?;
     let job = request.into_job(state.sandbox.policy())?;
     let sandbox = state.sandbox.clone();
-    let result = state
+    if headers.get(VALIDATE_ONLY_HEADER).is_some_and(|v| v == "1") {
+        // Compiling a module is CPU work: keep it off the async workers.
+        tokio::task::spawn_blocking(move || sandbox.validate(&job))
+            .await
+            .map_err(|e| ApiError::Internal(format!("validation task: {e}")))??;
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let result: RunResult = state
         .pool
         .run(move |cancel| sandbox.execute(&job, cancel))
         .await??;
-    Ok(Json(result))
+    Ok(Json(result).into_response())
 }
 
 async fn not_found() -> ApiError {

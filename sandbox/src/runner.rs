@@ -144,6 +144,25 @@ impl Sandbox {
         }
     }
 
+    /// Checks that `job` would run without running it: its interpreter is loaded, or its module
+    /// compiles (into the in-memory cache, so the real run finds it there), links and exports
+    /// the entrypoint.
+    pub fn validate(&self, job: &RunJob) -> Result<(), ApiError> {
+        match &job.source {
+            ModuleSource::Wat(_) | ModuleSource::Wasm(_) => self.prepare_module(job).map(|_| ()),
+            ModuleSource::Python(_) => self
+                .interpreters
+                .python()
+                .map(|_| ())
+                .ok_or(ApiError::LanguageUnavailable("python")),
+            ModuleSource::JavaScript(_) => self
+                .interpreters
+                .javascript()
+                .map(|_| ())
+                .ok_or(ApiError::LanguageUnavailable("javascript")),
+        }
+    }
+
     /// Compiles (or finds) a user module, links it and picks its entrypoint.
     fn prepare_module(&self, job: &RunJob) -> Result<(InstancePre<RunState>, String), ApiError> {
         let wasm = match &job.source {

@@ -1,5 +1,5 @@
 //! The HTTP contract: credential, error envelope, request ID, limits, admission and
-//! cancellation.
+//! cancellation, and validate-only requests.
 
 mod common;
 
@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
 use common::*;
 use serde_json::{Value, json};
 use trine_sandbox::RunStatus;
@@ -261,4 +263,40 @@ async fn a_caller_that_goes_away_stops_its_run() {
     // The only slot is usable again.
     let result = run_ok(&app, &wat_request("hello", json!({}))).await;
     assert_eq!(result.status, RunStatus::Ok);
+}
+
+/// A POST /run request that asks only for validation.
+fn validate_request(body: &Value) -> Request<Body> {
+    let mut request = run_request(body);
+    request
+        .headers_mut()
+        .insert("x-trine-validate-only", "1".parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn validate_only_accepts_a_runnable_module_without_running_it() {
+    // Run for real, this module would spin until its deadline.
+    let body = json!({"language": "wat", "code": "(module (func (export \"run\") (loop br 0)))"});
+    let response = default_app().oneshot(validate_request(&body)).await.unwrap();
+    assert_eq!(response.status(), 204);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(bytes.is_empty());
+}
+
+#[tokio::test]
+async fn validate_only_refuses_what_a_run_would_refuse() {
+    let app = default_app();
+    let bad = [
+        json!({"language": "wat", "code": "(module (func (export \"run\") i32.add_oops))"}),
+        json!({"language": "wat", "code": "(module)", "entrypoint": "missing"}),
+        json!({"language": "cobol", "code": "1"}),
+    ];
+    for body in bad {
+        let (status, _, real) = send(&app, run_request(&body)).await;
+        let (v_status, _, checked) = send(&app, validate_request(&body)).await;
+        assert_eq!(status, 400, "{real}");
+        assert_eq!(v_status, 400, "{checked}");
+        assert_eq!(real["error"]["message"], checked["error"]["message"]);
+    }
 }
