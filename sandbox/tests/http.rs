@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use http_body_util::BodyExt;
-use tower::ServiceExt;
 use common::*;
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use tower::ServiceExt;
 use trine_sandbox::RunStatus;
 
 #[tokio::test]
@@ -278,7 +278,10 @@ fn validate_request(body: &Value) -> Request<Body> {
 async fn validate_only_accepts_a_runnable_module_without_running_it() {
     // Run for real, this module would spin until its deadline.
     let body = json!({"language": "wat", "code": "(module (func (export \"run\") (loop br 0)))"});
-    let response = default_app().oneshot(validate_request(&body)).await.unwrap();
+    let response = default_app()
+        .oneshot(validate_request(&body))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 204);
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     assert!(bytes.is_empty());
