@@ -10,7 +10,8 @@ import (
 )
 
 // createKey implements `trine-gateway keys create`: it adds a new random
-// key to the keys file and prints the raw key, once. Running gateways pick
+// key, with a webhook secret, to the keys file and prints the raw key, once,
+// on stdout and the webhook secret on stderr. Running gateways pick
 // it up on SIGHUP.
 func createKey(args []string, out, errOut io.Writer) int {
 	fs := flag.NewFlagSet("trine-gateway keys create", flag.ContinueOnError)
@@ -30,7 +31,7 @@ func createKey(args []string, out, errOut io.Writer) int {
 		fmt.Fprintln(errOut, "trine-gateway keys create: --keys-file, --id and --scopes are required")
 		return 2
 	}
-	raw, err := auth.CreateKey(*file, auth.NewKeySpec{
+	raw, secret, err := auth.CreateKey(*file, auth.NewKeySpec{
 		ID: *id, Name: *name, Scopes: strings.Split(*scopes, ","), Limits: lim,
 	})
 	if err != nil {
@@ -39,5 +40,8 @@ func createKey(args []string, out, errOut io.Writer) int {
 	}
 	fmt.Fprintln(out, raw)
 	fmt.Fprintf(errOut, "key %q added to %s; it is shown only this once. Send SIGHUP to running gateways to load it.\n", *id, *file)
+	// The secret is stored in the keys file (the gateway signs with it);
+	// it goes to stderr so that stdout stays the key alone, for scripts.
+	fmt.Fprintf(errOut, "webhook secret (verifies this key's job webhooks; also in the keys file): %s\n", secret)
 	return 0
 }

@@ -66,7 +66,11 @@ func run(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv := server.New(cfg, log)
+	srv, err := server.New(cfg, log)
+	if err != nil {
+		log.Error("cannot start", "error", err.Error())
+		return 1
+	}
 	go reloadOnHangup(ctx, srv)
 	if err := srv.Run(ctx, ln); err != nil {
 		log.Error("gateway stopped with an error", "error", err.Error())

@@ -52,6 +52,10 @@ func TestKeysCreate(t *testing.T) {
 	if err != nil || len(keys) != 1 || keys[0].Hash != sha256.Sum256([]byte(raw)) || keys[0].Limits.RatePerSecond != 5 {
 		t.Fatalf("keys file %s (err %v) does not hold the printed key", data, err)
 	}
+	_, secret, _ := strings.Cut(errOut.String(), "keys file): ")
+	if key, err := auth.ParseWebhookSecret(strings.TrimSpace(secret)); err != nil || string(key) != string(keys[0].WebhookSecret) {
+		t.Errorf("printed webhook secret %q (%v) is not the stored one", secret, err)
+	}
 	if code := createKey([]string{"--keys-file", path, "--id", "x"}, &out, &errOut); code != 2 {
 		t.Errorf("missing --scopes: exit %d, want 2", code)
 	}

@@ -30,40 +30,42 @@ func NewRawKey() string {
 	return "trn_" + base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// CreateKey adds a new random key to the keys file at path (creating the
-// file if it does not exist) and returns the raw key, which is stored
-// nowhere: only its hash goes into the file. The file is replaced
+// CreateKey adds a new random key, with a new webhook secret, to the keys
+// file at path (creating the file if it does not exist) and returns the raw
+// key, which is stored nowhere (only its hash goes into the file), and the
+// webhook secret, which is stored as-is since the gateway signs with it. The file is replaced
 // atomically, so a gateway reloading it never reads half of it. The whole
 // resulting file is validated before it is written.
-func CreateKey(path string, spec NewKeySpec) (string, error) {
+func CreateKey(path string, spec NewKeySpec) (raw, webhookSecret string, err error) {
 	var f keysFile
 	data, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
-		return "", err
+		return "", "", err
 	default:
 		if f, err = decodeFile(data); err != nil {
-			return "", err
+			return "", "", err
 		}
 	}
-	raw := NewRawKey()
+	raw, webhookSecret = NewRawKey(), NewWebhookSecret()
 	f.Keys = append(f.Keys, keyEntry{
 		ID: spec.ID, Name: spec.Name, SHA256: HashKey(raw), Scopes: spec.Scopes,
 		RatePerSecond: spec.Limits.RatePerSecond, Burst: spec.Limits.Burst, MaxInFlight: spec.Limits.MaxInFlight,
+		WebhookSecret: webhookSecret,
 	})
 	out, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	out = append(out, '\n')
 	if _, err := ParseKeys(out); err != nil {
-		return "", err
+		return "", "", err
 	}
 	if err := writeFileAtomic(path, out); err != nil {
-		return "", err
+		return "", "", err
 	}
-	return raw, nil
+	return raw, webhookSecret, nil
 }
 
 // writeFileAtomic writes data to a private temporary file next to path and

@@ -45,6 +45,9 @@ type Key struct {
 	// Limits overrides the gateway's default limits for this key; zero
 	// fields keep the defaults.
 	Limits Limits
+	// WebhookSecret signs the webhooks of the key's jobs (the decoded
+	// bytes of "whsec_..."); nil when the key has none.
+	WebhookSecret []byte
 }
 
 // Limits are a key's own request limits.
@@ -83,13 +86,15 @@ type keyEntry struct {
 	RatePerSecond float64  `json:"rate_per_second,omitempty"`
 	Burst         int      `json:"burst,omitempty"`
 	MaxInFlight   int      `json:"max_in_flight,omitempty"`
+	WebhookSecret string   `json:"webhook_secret,omitempty"`
 }
 
 // ParseKeys parses and validates a keys file:
 //
 //	{"keys": [{"id": "dev", "sha256": "<hex>", "scopes": ["rag"]}]}
 //
-// with optional "name", "rate_per_second", "burst" and "max_in_flight".
+// with optional "name", "rate_per_second", "burst", "max_in_flight" and
+// "webhook_secret".
 //
 // Every problem found is reported, not just the first, so an operator can fix
 // the file in one pass. Unknown fields are rejected to catch typos such as
@@ -173,6 +178,11 @@ func parseEntry(e keyEntry) (Key, error) {
 	}
 	k := Key{ID: e.ID, Name: e.Name, Scopes: slices.Clone(e.Scopes),
 		Limits: Limits{RatePerSecond: e.RatePerSecond, Burst: e.Burst, MaxInFlight: e.MaxInFlight}}
+	if e.WebhookSecret != "" {
+		if k.WebhookSecret, err = ParseWebhookSecret(e.WebhookSecret); err != nil {
+			return Key{}, err
+		}
+	}
 	copy(k.Hash[:], raw)
 	return k, nil
 }

@@ -49,7 +49,7 @@ func TestCreateKey(t *testing.T) {
 	if err := os.WriteFile(path, []byte(orig), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := CreateKey(path, NewKeySpec{ID: "ci", Name: "CI", Scopes: []string{"rag", "ingest"},
+	raw, secret, err := CreateKey(path, NewKeySpec{ID: "ci", Name: "CI", Scopes: []string{"rag", "ingest"},
 		Limits: Limits{RatePerSecond: 5, Burst: 10}})
 	if err != nil {
 		t.Fatal(err)
@@ -71,13 +71,20 @@ func TestCreateKey(t *testing.T) {
 	if k, _ := kr.Lookup(raw); k.Name != "CI" || k.Limits.Burst != 10 || !k.HasScope("ingest") {
 		t.Errorf("created key %+v", k)
 	}
+	want, err := ParseWebhookSecret(secret)
+	if k, _ := kr.ByID("ci"); err != nil || len(want) != 32 || string(k.WebhookSecret) != string(want) {
+		t.Errorf("webhook secret %q (%v) not stored with the key", secret, err)
+	}
+	if k, _ := kr.ByID("dev"); k.WebhookSecret != nil {
+		t.Error("an existing key got a webhook secret")
+	}
 	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
 		t.Errorf("mode %v", fi.Mode().Perm())
 	}
-	if _, err := CreateKey(path, NewKeySpec{ID: "ci", Scopes: []string{"rag"}}); err == nil || !strings.Contains(err.Error(), "duplicate id") {
+	if _, _, err := CreateKey(path, NewKeySpec{ID: "ci", Scopes: []string{"rag"}}); err == nil || !strings.Contains(err.Error(), "duplicate id") {
 		t.Errorf("duplicate id accepted: %v", err)
 	}
-	if _, err := CreateKey(path, NewKeySpec{ID: "x", Scopes: []string{"root"}}); err == nil {
+	if _, _, err := CreateKey(path, NewKeySpec{ID: "x", Scopes: []string{"root"}}); err == nil {
 		t.Error("unknown scope accepted")
 	}
 	if after, _ := os.ReadFile(path); string(after) != string(data) {
@@ -91,7 +98,7 @@ func TestCreateKey(t *testing.T) {
 
 func TestCreateKeyNewFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "new.json")
-	raw, err := CreateKey(path, NewKeySpec{ID: "first", Scopes: []string{"sandbox"}})
+	raw, _, err := CreateKey(path, NewKeySpec{ID: "first", Scopes: []string{"sandbox"}})
 	if err != nil || !strings.HasPrefix(raw, "trn_") || len(raw) != 47 {
 		t.Fatalf("raw %q err %v", raw, err)
 	}

@@ -55,6 +55,8 @@ type Config struct {
 	Upstream Upstream
 	// TLS, when set, makes the public listener serve HTTPS.
 	TLS TLS
+	// Jobs configures the async job queue.
+	Jobs Jobs
 }
 
 // LogValue describes the configuration for the start-up log line, leaving
@@ -81,6 +83,11 @@ func (c *Config) LogValue() slog.Value {
 		slog.Bool("redis", c.Limits.RedisURL != nil),
 		slog.String("ratelimit_failure_mode", string(c.Limits.FailureMode)),
 		slog.Bool("tls", c.TLS.CertFile != ""),
+		slog.String("jobs_backend", c.Jobs.Backend),
+		slog.String("jobs_sqlite_path", c.Jobs.SQLitePath),
+		slog.Int("jobs_max_attempts", c.Jobs.MaxAttempts),
+		slog.Bool("jobs_webhook_allow_private", c.Jobs.WebhookAllowPrivate),
+		slog.Bool("jobs_webhook_allow_http", c.Jobs.WebhookAllowHTTP),
 	)
 }
 
@@ -97,6 +104,7 @@ type raw struct {
 	SandboxTimeout string   `json:"sandbox_timeout"`
 	HealthInterval string   `json:"health_interval"`
 	LogLevel       string   `json:"log_level"`
+	Jobs           rawJobs  `json:"jobs"`
 	rawGovernance
 }
 
@@ -110,6 +118,7 @@ func defaults() raw {
 		SandboxTimeout: "60s",
 		HealthInterval: "2s",
 		LogLevel:       "info",
+		Jobs:           defaultJobs(),
 		rawGovernance:  defaultGovernance(),
 	}
 }
@@ -203,6 +212,7 @@ func (r *raw) applyEnv(lookupEnv func(string) (string, bool)) []error {
 			r.MaxBodyBytes = n
 		}
 	}
+	errs = append(errs, r.Jobs.applyEnv(get)...)
 	return append(errs, r.rawGovernance.applyEnv(get)...)
 }
 
@@ -265,6 +275,7 @@ func (r *raw) validate() (*Config, error) {
 		fail("TRINE_LOG_LEVEL (log_level): %q is not one of debug, info, warn, error", r.LogLevel)
 	}
 	r.rawGovernance.validate(c, fail)
+	r.Jobs.validate(c, fail)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -324,4 +335,10 @@ Settings (defaults, then the JSON file, then the environment):
   TRINE_HEDGE_DELAY     hedge_delay      auto (p95 of recent RAG latency) or a duration
   TRINE_HEDGE_MIN_DELAY hedge_min_delay  floor of the automatic hedge delay, default 20ms
   TRINE_TLS_CERT, TRINE_TLS_KEY  tls_cert, tls_key  PEM files; both set → HTTPS
+  TRINE_JOBS_BACKEND    jobs.backend     sqlite or redis; default redis when REDIS_URL is set
+  TRINE_JOBS_SQLITE_PATH jobs.sqlite_path default data/jobs.sqlite3 (shared with the workers)
+  TRINE_JOBS_MAX_ATTEMPTS jobs.max_attempts  claims per job before it fails, default 5
+  TRINE_JOBS_WEBHOOK_INITIAL_BACKOFF / _MAX_BACKOFF / _RETRY_WINDOW  default 5s / 15m / 24h
+  TRINE_JOBS_WEBHOOK_ALLOW_PRIVATE jobs.webhook_allow_private  default false
+  TRINE_JOBS_WEBHOOK_ALLOW_HTTP    jobs.webhook_allow_http     default false
 `

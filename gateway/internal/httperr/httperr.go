@@ -23,6 +23,7 @@ const (
 	TypeUnauthorized         = "unauthorized"
 	TypeForbidden            = "forbidden"
 	TypeNotFound             = "not_found"
+	TypeConflict             = "conflict"
 	TypeMethodNotAllowed     = "method_not_allowed"
 	TypePayloadTooLarge      = "payload_too_large"
 	TypeUnsupportedMediaType = "unsupported_media_type"

@@ -23,6 +23,11 @@ type Metrics struct {
 	limits   *prometheus.CounterVec
 	upstream *prometheus.HistogramVec
 	overhead prometheus.Histogram
+	// Job queue: enqueued by type, finished by type and status, webhook
+	// attempts by outcome.
+	jobsEnqueued *prometheus.CounterVec
+	jobsFinished *prometheus.CounterVec
+	webhooks     *prometheus.CounterVec
 }
 
 // New registers the gateway's metrics and the Go runtime and process
@@ -59,8 +64,21 @@ func New() *Metrics {
 			// The gateway's own work is measured in microseconds.
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .1},
 		}),
+		jobsEnqueued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trine_gateway_jobs_enqueued_total",
+			Help: "Jobs enqueued, by type (idempotent repeats are not counted).",
+		}, []string{"type"}),
+		jobsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trine_gateway_jobs_finished_total",
+			Help: "Jobs that reached succeeded or failed, by type and status.",
+		}, []string{"type", "status"}),
+		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trine_gateway_webhook_attempts_total",
+			Help: "Webhook delivery attempts by outcome: delivered, retrying (will be retried), failed (given up).",
+		}, []string{"outcome"}),
 	}
 	m.registry.MustRegister(
+		m.jobsEnqueued, m.jobsFinished, m.webhooks,
 		m.requests, m.duration, m.inFlight, m.limits, m.upstream, m.overhead,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -129,4 +147,20 @@ func boolValue(b bool) float64 {
 // concurrency or error).
 func (m *Metrics) RateLimitDecision(decision string) {
 	m.limits.WithLabelValues(decision).Inc()
+}
+
+// JobEnqueued counts a new job of a known type.
+func (m *Metrics) JobEnqueued(typ string) {
+	m.jobsEnqueued.WithLabelValues(typ).Inc()
+}
+
+// JobFinished counts a job of a known type reaching a terminal status.
+func (m *Metrics) JobFinished(typ, status string) {
+	m.jobsFinished.WithLabelValues(typ, status).Inc()
+}
+
+// WebhookAttempt counts one webhook delivery attempt (delivered, retrying
+// or failed).
+func (m *Metrics) WebhookAttempt(outcome string) {
+	m.webhooks.WithLabelValues(outcome).Inc()
 }

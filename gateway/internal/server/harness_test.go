@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,7 +28,12 @@ const (
 	internalToken = "test-internal-token-0123456789"
 	fullKey       = "full-access-key"
 	ragOnlyKey    = "rag-only-key"
+	// noSecretKey has the jobs scope but no webhook secret.
+	noSecretKey = "jobs-without-webhook-secret-key"
 )
+
+// webhookSecret is the full key's webhook signing key.
+var webhookSecret = []byte("test-webhook-secret-0123456789ab")
 
 // seen is one request as a fake upstream received it.
 type seen struct {
@@ -62,6 +68,7 @@ func newFake(t *testing.T, handler http.HandlerFunc) *fake {
 		f.mu.Lock()
 		f.requests = append(f.requests, seen{Method: r.Method, Path: r.URL.Path, RawPath: r.URL.EscapedPath(), Header: r.Header.Clone(), Body: string(body)})
 		f.mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(body)) // the handler may read it too
 		handler(w, r)
 	}))
 	t.Cleanup(f.Close)
@@ -101,6 +108,7 @@ func (b *syncBuffer) String() string {
 }
 
 type harness struct {
+	cfg     *config.Config
 	gw      *httptest.Server
 	srv     *server.Server
 	ml      []*fake
@@ -119,6 +127,8 @@ type options struct {
 	upstream func(*config.Upstream)
 	// limits, when set, adjusts the rate and concurrency limits.
 	limits func(*config.Limits)
+	// jobs, when set, adjusts the job queue settings.
+	jobs func(*config.Jobs)
 }
 
 func mustURL(t *testing.T, s string) *url.URL {
@@ -139,8 +149,10 @@ func testConfig(t *testing.T, o options, mlURLs []*url.URL, sandboxURL *url.URL)
 		SandboxURL:    sandboxURL,
 		InternalToken: internalToken,
 		Keys: []auth.Key{
-			{ID: "full", Hash: hash(fullKey), Scopes: []string{"rag", "ingest", "sandbox", "jobs", "admin"}},
+			{ID: "full", Hash: hash(fullKey), Scopes: []string{"rag", "ingest", "sandbox", "jobs", "admin"},
+				WebhookSecret: webhookSecret},
 			{ID: "rag-only", Hash: hash(ragOnlyKey), Scopes: []string{"rag"}},
+			{ID: "no-secret", Hash: hash(noSecretKey), Scopes: []string{"jobs"}},
 		},
 		MaxBodyBytes:   1 << 20,
 		RAGTimeout:     5 * time.Second,
@@ -161,6 +173,14 @@ func testConfig(t *testing.T, o options, mlURLs []*url.URL, sandboxURL *url.URL)
 			EjectFor:                time.Minute,
 			HedgeMinDelay:           20 * time.Millisecond,
 		},
+		Jobs: config.Jobs{
+			Backend:               config.JobsBackendSQLite,
+			SQLitePath:            filepath.Join(t.TempDir(), "jobs.sqlite3"),
+			MaxAttempts:           3,
+			WebhookInitialBackoff: time.Millisecond,
+			WebhookMaxBackoff:     10 * time.Millisecond,
+			WebhookRetryWindow:    time.Hour,
+		},
 	}
 	cfg.KeysFile = o.keysFile
 	if o.upstream != nil {
@@ -168,6 +188,9 @@ func testConfig(t *testing.T, o options, mlURLs []*url.URL, sandboxURL *url.URL)
 	}
 	if o.limits != nil {
 		o.limits(&cfg.Limits)
+	}
+	if o.jobs != nil {
+		o.jobs(&cfg.Jobs)
 	}
 	if o.ragTimeout > 0 {
 		cfg.RAGTimeout = o.ragTimeout
@@ -198,11 +221,23 @@ func newHarness(t *testing.T, o options) *harness {
 	h.sandbox = newFake(t, o.sandbox)
 	cfg := testConfig(t, o, mlURLs, mustURL(t, h.sandbox.URL))
 	log := slog.New(requestid.NewLogHandler(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	h.srv = server.New(cfg, log)
+	h.cfg = cfg
+	h.srv = newServer(t, cfg, log)
 	h.srv.CheckUpstreams(context.Background())
 	h.gw = httptest.NewServer(h.srv)
 	t.Cleanup(h.gw.Close)
 	return h
+}
+
+// newServer builds a gateway and closes it when the test ends.
+func newServer(t *testing.T, cfg *config.Config, log *slog.Logger) *server.Server {
+	t.Helper()
+	srv, err := server.New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
 }
 
 // req describes a client request to the gateway.

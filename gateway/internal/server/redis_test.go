@@ -45,3 +45,25 @@ func TestRedisDownFailureModes(t *testing.T) {
 		})
 	}
 }
+
+func TestJobsInRedis(t *testing.T) {
+	redisURL := &url.URL{Scheme: "redis", Host: redistest.Start(t)}
+	shared := options{
+		limits: func(l *config.Limits) { l.RedisURL = redisURL },
+		jobs:   func(j *config.Jobs) { j.Backend = config.JobsBackendRedis },
+	}
+	a, b := newJobsHarness(t, shared), newJobsHarness(t, shared)
+	q := postJob(`{"type":"sandbox.run","input":{"code":"1"}}`)
+	q.header = map[string]string{"Idempotency-Key": "k"}
+	first := enqueueOK(t, a, q)
+	// Another gateway sees the same queue.
+	if again := enqueueOK(t, b, q); again.ID != first.ID {
+		t.Errorf("idempotent repeat on another gateway made %s, want %s", again.ID, first.ID)
+	}
+	if code, j := getJob(t, b, first.ID, fullKey); code != 200 || j.Status != "queued" || j.Type != "sandbox.run" {
+		t.Errorf("%d %+v", code, j)
+	}
+	if code, _ := getJob(t, b, first.ID, noSecretKey); code != 404 {
+		t.Errorf("another key's job: %d", code)
+	}
+}

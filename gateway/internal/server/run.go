@@ -33,7 +33,13 @@ func (s *Server) CheckUpstreams(ctx context.Context) {
 // before serving, so the first requests are routed on real information, and
 // keeps checking in the background. It returns nil after a clean drain.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
-	defer s.closeLimiter()
+	defer s.Close()
+	// The job loops stop only after the drain, so that callbacks accepted
+	// during it still get their webhooks started.
+	jobsCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
+	jobsDone := make(chan struct{})
+	go func() { s.RunJobs(jobsCtx); close(jobsDone) }()
+	defer func() { stopJobs(); <-jobsDone }()
 	s.CheckUpstreams(ctx)
 	checkCtx, stopChecks := context.WithCancel(ctx)
 	defer stopChecks()

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"trine/gateway/internal/server"
 )
 
 func TestRunDrainsInFlightRequestsOnShutdown(t *testing.T) {
@@ -25,7 +23,7 @@ func TestRunDrainsInFlightRequestsOnShutdown(t *testing.T) {
 	cfg := testConfig(t, options{}, nil, mustURL(t, sandbox.URL))
 	cfg.MLURLs = append(cfg.MLURLs, mustURL(t, ml.URL))
 	logs := &syncBuffer{}
-	srv := server.New(cfg, slog.New(slog.NewJSONHandler(logs, nil)))
+	srv := newServer(t, cfg, slog.New(slog.NewJSONHandler(logs, nil)))
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

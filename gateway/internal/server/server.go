@@ -9,12 +9,14 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"trine/gateway/internal/auth"
 	"trine/gateway/internal/config"
 	"trine/gateway/internal/fanout"
 	"trine/gateway/internal/httperr"
+	"trine/gateway/internal/jobs"
 	"trine/gateway/internal/jsonbody"
 	"trine/gateway/internal/metrics"
 	"trine/gateway/internal/ratelimit"
@@ -49,16 +51,26 @@ type Server struct {
 	limiter      ratelimit.Limiter
 	closeLimiter func() error
 	inFlight     *ratelimit.InFlight
-	mux          *http.ServeMux
+	// jobs is the job queue; jobRunner delivers its webhooks and reaps
+	// its expired leases; jobsPolicy says which webhook URLs are allowed.
+	jobs       jobs.Store
+	jobRunner  *jobs.Runner
+	jobsPolicy jobs.URLPolicy
+	// ensureJobsGroup, when set, creates the Redis consumer group.
+	ensureJobsGroup func(context.Context) error
+	closeOnce       sync.Once // guards closeErr
+	closeErr        error
+	mux             *http.ServeMux
 	// patterns holds every registered pattern, to tell a real match from
 	// the mux's internal 404, 405 and redirect fallbacks.
 	patterns map[string]bool
 	handler  http.Handler
 }
 
-// New builds the gateway from a validated configuration. Upstreams start
-// unhealthy; call CheckUpstreams (Run does) before expecting traffic to flow.
-func New(cfg *config.Config, log *slog.Logger) *Server {
+// New builds the gateway from a validated configuration and opens the job
+// queue. Upstreams start unhealthy; call CheckUpstreams (Run does) before
+// expecting traffic to flow. Run, or else Close, releases what New opened.
+func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	s := &Server{
 		cfg:      cfg,
 		log:      log,
@@ -67,6 +79,9 @@ func New(cfg *config.Config, log *slog.Logger) *Server {
 		mux:      http.NewServeMux(),
 		patterns: make(map[string]bool),
 		inFlight: ratelimit.NewInFlight(),
+	}
+	if err := s.openJobs(context.Background()); err != nil {
+		return nil, err
 	}
 	s.limiter, s.closeLimiter = s.newLimiter(cfg.Limits)
 	s.proxy = upstream.NewProxy(cfg.InternalToken, cfg.Upstream.ConnectTimeout, log,
@@ -102,6 +117,7 @@ func New(cfg *config.Config, log *slog.Logger) *Server {
 		timeout: cfg.SandboxTimeout, firstByte: cfg.Upstream.SandboxFirstByteTimeout,
 	}))
 	s.registerCollections()
+	s.registerJobs()
 
 	for pattern := range cfg.Limits.Routes {
 		s.warnUnknownRoute(pattern, "route_limits")
@@ -112,7 +128,7 @@ func New(cfg *config.Config, log *slog.Logger) *Server {
 
 	// Outermost first: the request ID must exist before anything logs.
 	s.handler = requestid.Middleware(stripInternalToken(s.observe(http.HandlerFunc(s.dispatch))))
-	return s
+	return s, nil
 }
 
 // ReloadKeys re-reads the keys file. Requests in flight keep the keys they
@@ -214,21 +230,12 @@ type proxySpec struct {
 // upstream: check the key's scope, the path and the body, forward as-is.
 func (s *Server) proxyRoute(spec proxySpec) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		key, err := s.keys.Authorize(r, spec.scope)
-		info := requestInfoFrom(r.Context())
-		if key.ID != "" {
-			info.keyID = key.ID
-			// A known key is limited even when it lacks the scope, so
-			// that probing routes costs the same as using them.
-			release, limitErr := s.admit(w, r, key, info.route)
-			if limitErr != nil {
-				return limitErr
-			}
-			defer release()
-		}
+		_, release, err := s.authorize(w, r, spec.scope)
 		if err != nil {
 			return err
 		}
+		defer release()
+		info := requestInfoFrom(r.Context())
 		p, err := spec.path(r)
 		if err != nil {
 			return err
@@ -245,6 +252,29 @@ func (s *Server) proxyRoute(spec proxySpec) func(http.ResponseWriter, *http.Requ
 		}
 		return s.proxy.Forward(w, r, c)
 	}
+}
+
+// authorize checks the request's API key and scope and applies the key's
+// limits. A known key is limited even when it lacks the scope, so that
+// probing routes costs the same as using them. On success the caller must
+// call release when the request is done.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, scope string) (key auth.Key, release func(), err error) {
+	key, err = s.keys.Authorize(r, scope)
+	release = func() {}
+	if key.ID != "" {
+		info := requestInfoFrom(r.Context())
+		info.keyID = key.ID
+		rel, limitErr := s.admit(w, r, key, info.route)
+		if limitErr != nil {
+			return auth.Key{}, release, limitErr
+		}
+		release = rel
+	}
+	if err != nil {
+		release()
+		return auth.Key{}, func() {}, err
+	}
+	return key, release, nil
 }
 
 // forwardRAG sends a RAG query as its "fanout" field asks.

@@ -17,8 +17,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"trine/gateway/internal/server"
 )
 
 // selfSigned writes a fresh self-signed certificate for 127.0.0.1 and its
@@ -65,7 +63,7 @@ func TestTLS(t *testing.T) {
 	cfg := testConfig(t, options{}, nil, mustURL(t, sandbox.URL))
 	cfg.MLURLs = append(cfg.MLURLs, mustURL(t, ml.URL))
 	cfg.TLS.CertFile, cfg.TLS.KeyFile = certFile, keyFile
-	srv := server.New(cfg, slog.New(slog.NewJSONHandler(&syncBuffer{}, nil)))
+	srv := newServer(t, cfg, slog.New(slog.NewJSONHandler(&syncBuffer{}, nil)))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

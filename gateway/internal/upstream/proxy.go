@@ -92,6 +92,9 @@ type Call struct {
 	Body []byte
 	// OnFirstByte, if set, learns each replica's time to response headers.
 	OnFirstByte func(time.Duration)
+	// Header holds extra headers of the gateway's own for this call, such
+	// as X-Trine-Validate-Only; they are set after the forwarded ones.
+	Header http.Header
 }
 
 // Forward sends c to a healthy replica of c.Pool and relays the answer to
@@ -189,6 +192,9 @@ func (p *Proxy) send(ctx context.Context, r *http.Request, t *Target, c Call) (*
 		return nil, err
 	}
 	p.setHeaders(req, r)
+	for k, vs := range c.Header {
+		req.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
+	}
 	if deadline, ok := callCtx.Deadline(); ok {
 		req.Header.Set(DeadlineHeader, strconv.FormatInt(max(0, time.Until(deadline).Milliseconds()), 10))
 	}
