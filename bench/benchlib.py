@@ -18,10 +18,17 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def bench_config(state_dir: Path, key: ApiKey, **overrides: Any) -> StackConfig:
+def bench_config(
+    state_dir: Path, key: ApiKey, env: dict[str, dict[str, str]] | None = None, **overrides: Any
+) -> StackConfig:
     """A stack of the checkout's binaries on a free port, with the caller's environment minus
     trine's own settings, and a per-key rate limit high enough never to refuse: benchmarks
-    measure latency and throughput, not the limiter."""
+    measure latency and throughput, not the limiter. `env` adds variables per service kind."""
+    kinds: dict[str, dict[str, str]] = {
+        "gateway": {"TRINE_RATE_PER_SECOND": "100000", "TRINE_RATE_BURST": "100000"}
+    }
+    for kind, values in (env or {}).items():
+        kinds[kind] = kinds.get(kind, {}) | values
     values: dict[str, Any] = {
         "bin_dir": ROOT / "bin",
         "python": ROOT / ".venv" / "bin" / "python",
@@ -31,7 +38,7 @@ def bench_config(state_dir: Path, key: ApiKey, **overrides: Any) -> StackConfig:
         "base_env": {
             k: v for k, v in os.environ.items() if not k.startswith(("TRINE_", "ANTHROPIC_"))
         },
-        "env": {"gateway": {"TRINE_RATE_PER_SECOND": "100000", "TRINE_RATE_BURST": "100000"}},
+        "env": kinds,
     }
     values.update(overrides)
     return StackConfig(**values)

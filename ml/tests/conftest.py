@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -69,3 +74,37 @@ def fake_openai() -> Iterator[tuple[FakeOpenAI, str]]:
     fake = FakeOpenAI()
     with serve_in_thread(fake.app()) as url:
         yield fake, f"{url}/v1"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A private redis-server (no persistence) for the Redis tests, which run only with
+    ``TRINE_TEST_REDIS=1``; ``TRINE_TEST_REDIS_URL`` points them at a running server instead
+    (its database is flushed)."""
+    if os.environ.get("TRINE_TEST_REDIS") != "1":
+        pytest.skip("set TRINE_TEST_REDIS=1 to run the Redis tests")
+    import redis
+
+    if url := os.environ.get("TRINE_TEST_REDIS_URL"):
+        yield url
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    binary = shutil.which("redis-server") or "redis-server"
+    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL)  # noqa: S603 (fixed arguments)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        for _ in range(200):
+            with contextlib.suppress(redis.ConnectionError):
+                client.ping()
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("redis-server did not start")
+        yield url
+    finally:
+        server.kill()
+        server.wait()

@@ -95,3 +95,13 @@ def test_collection_responses_match_schemas(spec: dict[str, Any], client: TestCl
         validate(spec, "RagQueryRequest", {"query": "q", "collection": "Bad Name"})
     with pytest.raises(ValidationError):
         validate(spec, "RagQueryRequest", {"query": "q", "collection": "c", "mode": "fuzzy"})
+
+
+def test_validate_only_is_declared(spec: dict[str, Any]) -> None:
+    header = spec["components"]["parameters"]["ValidateOnly"]
+    assert (header["name"], header["in"]) == ("X-Trine-Validate-Only", "header")
+    for path in ("/rag/query", "/collections/{name}/documents"):
+        operation = spec["paths"][path]["post"]
+        refs = [p.get("$ref") for p in operation.get("parameters", [])]
+        assert "#/components/parameters/ValidateOnly" in refs, path
+        assert "204" in operation["responses"], path

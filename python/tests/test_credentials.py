@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import stat
@@ -35,3 +36,14 @@ def test_dev_key_is_generated_once_and_kept(tmp_path: Path) -> None:
 def test_dev_key_from_the_environment_wins(tmp_path: Path) -> None:
     dev_key(tmp_path, None)
     assert dev_key(tmp_path, "from-env-key").key == "from-env-key"
+
+
+def test_dev_key_has_a_kept_webhook_secret_in_the_keys_file(tmp_path: Path) -> None:
+    first = dev_key(tmp_path, None)
+    assert first.webhook_secret is not None
+    assert first.webhook_secret.startswith("whsec_")
+    assert len(base64.b64decode(first.webhook_secret.removeprefix("whsec_"))) == 32
+    assert dev_key(tmp_path, "from-env-key").webhook_secret == first.webhook_secret
+    path = tmp_path / "keys.json"
+    write_keys_file(path, [first])
+    assert json.loads(path.read_text())["keys"][0]["webhook_secret"] == first.webhook_secret

@@ -67,3 +67,18 @@ def test_first_exited_names_the_dead_service() -> None:
         assert found is dead and found.exited() == 3
     finally:
         sup.stop_all()
+
+
+def test_a_service_stopped_on_purpose_is_not_failed_and_restarts() -> None:
+    sup = Supervisor(console=None)
+    spec = ServiceSpec("sleeper", [sys.executable, "-c", "import time; time.sleep(300)"], {})
+    first = sup.start(spec)
+    sup.stop("sleeper")
+    assert first.exited() is not None
+    assert sup.first_exited() is None
+    second = sup.restart("sleeper")
+    assert second.proc.pid != first.proc.pid and second.exited() is None
+    second.proc.kill()
+    second.proc.wait(10)
+    assert sup.first_exited() is second
+    sup.stop_all()

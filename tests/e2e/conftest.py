@@ -15,6 +15,7 @@ import yaml
 
 from fake_anthropic import FakeAnthropic
 from trine.credentials import ApiKey, new_key
+from trine.redis_server import redis_server
 from trine.stack import Stack, StackConfig, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +36,16 @@ def make_config(tmp: Path, keys: list[ApiKey], **overrides: Any) -> StackConfig:
     }
     values.update(overrides)
     return StackConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A private redis-server, for the tests that need Redis. They run only when
+    TRINE_TEST_REDIS=1 (make test sets it when redis-server is installed)."""
+    if os.environ.get("TRINE_TEST_REDIS") != "1":
+        pytest.skip("set TRINE_TEST_REDIS=1 to run the tests that need a real redis-server")
+    with redis_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

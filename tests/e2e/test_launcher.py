@@ -10,6 +10,8 @@ import threading
 import uuid
 from pathlib import Path
 
+import httpx
+
 from conftest import ROOT, wait_for
 from trine.stack import free_port
 
@@ -66,7 +68,7 @@ def test_up_serves_its_examples_and_stops_everything(tmp_path: Path) -> None:
         assert key in banner
         assert "[gateway]" in banner and "[ml-0]" in banner and "[sandbox]" in banner
         commands = _curl_commands(banner)
-        assert len(commands) == 2, banner
+        assert len(commands) == 3, banner
         results = [
             json.loads(subprocess.run(["bash", "-c", c], capture_output=True, check=True).stdout)
             for c in commands
@@ -74,7 +76,14 @@ def test_up_serves_its_examples_and_stops_everything(tmp_path: Path) -> None:
         assert results[0]["sources"][0] == 2
         assert results[1]["status"] == "ok"
         assert results[1]["stdout"] == "hello from the sandbox\n"
-        assert len(_processes_with(marker)) >= 5  # launcher, gateway, sandbox, two ML replicas
+        assert results[2]["status"] == "queued"
+        url = f"http://{env['TRINE_GATEWAY_ADDR']}/v1/jobs/{results[2]['id']}"
+        headers = {"Authorization": f"Bearer {key}"}
+        assert wait_for(lambda: httpx.get(url, headers=headers).json()["status"] == "succeeded", 60)
+        job_result = httpx.get(url, headers=headers).json()["result"]
+        assert (job_result["status"], job_result["stdout"]) == ("ok", "hello from the sandbox\n")
+        # launcher, gateway, sandbox, two ML replicas, one worker
+        assert len(_processes_with(marker)) >= 6
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0

@@ -8,7 +8,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
 
 from trine_ml.collection_service import NewDocument
-from trine_ml.dependencies import CollectionName, CollectionServiceDep, InternalCaller
+from trine_ml.dependencies import (
+    CollectionName,
+    CollectionServiceDep,
+    InternalCaller,
+    ValidateOnly,
+)
 from trine_ml.errors import NotFound, invalid_request_from
 from trine_ml.routes import ERRORS
 from trine_ml.schemas import CollectionList, CollectionOut, IngestRequest, IngestResponse
@@ -29,9 +34,15 @@ IngestBody = Annotated[IngestRequest, Depends(parse_ingest)]
 
 @collections_router.post("/{name}/documents", response_model=IngestResponse, responses=ERRORS)
 async def ingest(
-    name: CollectionName, body: IngestBody, collections: CollectionServiceDep
-) -> IngestResponse:
-    """Chunks, embeds and stores documents; a document with a known id replaces it."""
+    name: CollectionName,
+    body: IngestBody,
+    collections: CollectionServiceDep,
+    validate_only: ValidateOnly,
+) -> IngestResponse | Response:
+    """Chunks, embeds and stores documents; a document with a known id replaces it.
+    Validate-only: 204 once the name and body are valid, and nothing stored."""
+    if validate_only:
+        return Response(status_code=204)
     documents = [NewDocument(d.text, d.id, d.metadata) for d in body.documents]
     result = await collections.ingest(name, documents)
     return IngestResponse(collection=name, documents=result.documents, chunks=result.chunks)

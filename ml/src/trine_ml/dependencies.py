@@ -17,6 +17,7 @@ from trine_ml.settings import Settings
 
 INTERNAL_TOKEN_HEADER = "X-Trine-Internal-Token"
 DEADLINE_HEADER = "X-Trine-Deadline-Ms"
+VALIDATE_ONLY_HEADER = "X-Trine-Validate-Only"
 _COLLECTION_NAME = re.compile(COLLECTION_NAME)
 
 
@@ -68,6 +69,17 @@ def deadline_seconds(
 
 
 Deadline = Annotated[float | None, Depends(deadline_seconds)]
+
+
+def validate_only(
+    value: Annotated[str | None, Header(alias=VALIDATE_ONLY_HEADER)] = None,
+) -> bool:
+    """``X-Trine-Validate-Only: 1``: the gateway checks a job's input before enqueueing it.
+    The route runs every check that could answer 400, then answers 204 and does nothing."""
+    return value is not None and value.strip() == "1"
+
+
+ValidateOnly = Annotated[bool, Depends(validate_only)]
 
 
 def collection_name(_: InternalCaller, name: str) -> str:

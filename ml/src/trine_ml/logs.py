@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 
 #: The ID of the request being handled by the current task, if any.
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+#: The job being run by the current task, in the worker.
+job_id_var: ContextVar[str | None] = ContextVar("job_id", default=None)
 #: The W3C trace ID of the request being handled, if the caller sent a traceparent.
 trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
 
@@ -33,6 +35,9 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None) or request_id_var.get()
         if request_id is not None:
             entry["request_id"] = request_id
+        job_id = getattr(record, "job_id", None) or job_id_var.get()
+        if job_id is not None:
+            entry["job_id"] = job_id
         trace_id = trace_id_var.get()
         if trace_id is not None:
             entry["trace_id"] = trace_id

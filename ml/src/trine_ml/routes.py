@@ -7,11 +7,17 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
-from trine_ml.dependencies import Deadline, InternalCaller, RagServiceDep, SettingsDep
+from trine_ml.dependencies import (
+    Deadline,
+    InternalCaller,
+    RagServiceDep,
+    SettingsDep,
+    ValidateOnly,
+)
 from trine_ml.errors import InvalidRequest, UpstreamError, UpstreamTimeout, invalid_request_from
 from trine_ml.providers.base import Answer
 from trine_ml.rag import RagService, Retrieval, response_body
@@ -77,13 +83,18 @@ async def healthz(settings: SettingsDep) -> Health:
     responses=ERRORS,
 )
 async def rag_query(
-    body: RagQueryBody, rag: RagServiceDep, settings: SettingsDep, deadline: Deadline
-) -> RagQueryResponse | CollectionQueryResponse | StreamingResponse:
+    body: RagQueryBody,
+    rag: RagServiceDep,
+    settings: SettingsDep,
+    deadline: Deadline,
+    validate_only: ValidateOnly,
+) -> RagQueryResponse | CollectionQueryResponse | Response:
     """Answers a question from inline documents or a stored collection, citing them."""
-    if body.documents is None and body.collection is None:
-        raise InvalidRequest("documents: field required (or give a collection)")
+    check_rag_query(body)
+    if validate_only:
+        return Response(status_code=204)
     if not body.stream:
-        retrieval, answer = await within(deadline, _retrieve_and_answer(rag, body))
+        retrieval, answer = await within(deadline, retrieve_and_answer(rag, body))
         return response_body(retrieval, answer, settings.service_id)
     retrieval = await within(deadline, rag.retrieve(body))
     events = rag.stream(body, retrieval)
@@ -101,7 +112,13 @@ async def rag_query(
     )
 
 
-async def _retrieve_and_answer(rag: RagService, body: RagQueryRequest) -> tuple[Retrieval, Answer]:
+def check_rag_query(body: RagQueryRequest) -> None:
+    """The checks beyond the schema, before any work (shared with validate-only and jobs)."""
+    if body.documents is None and body.collection is None:
+        raise InvalidRequest("documents: field required (or give a collection)")
+
+
+async def retrieve_and_answer(rag: RagService, body: RagQueryRequest) -> tuple[Retrieval, Answer]:
     retrieval = await rag.retrieve(body)
     return retrieval, await rag.answer(body, retrieval)
 

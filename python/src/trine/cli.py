@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 from trine.commands import add_commands
-from trine.credentials import dev_key
+from trine.credentials import ApiKey, dev_key
 from trine.stack import Stack, StackConfig, StackError
 
 EXAMPLE_RAG = {
@@ -72,7 +72,7 @@ def _up(root: Path, ml_replicas: int) -> int:
     started = time.monotonic()
     try:
         stack.start()
-        _print_banner(stack.gateway_url, key.key, time.monotonic() - started)
+        _print_banner(stack.gateway_url, key, time.monotonic() - started)
         while (dead := stack.first_exited()) is None:
             time.sleep(0.5)
         print(f"trine: {dead.spec.name} exited with code {dead.exited()}; stopping", flush=True)
@@ -91,18 +91,24 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _print_banner(url: str, key: str, seconds: float) -> None:
+def _print_banner(url: str, key: ApiKey, seconds: float) -> None:
+    job = {"type": "sandbox.run", "input": EXAMPLE_SANDBOX}
     print(
         f"""
 trine is ready at {url} (started in {seconds:.1f}s)
-API key (all scopes): {key}
+API key (all scopes): {key.key}
+Webhook signing secret of that key: {key.webhook_secret}
 
 Try:
-  curl -s {url}/v1/rag/query -H "Authorization: Bearer {key}" \\
+  curl -s {url}/v1/rag/query -H "Authorization: Bearer {key.key}" \\
     -H 'Content-Type: application/json' -d '{json.dumps(EXAMPLE_RAG)}'
 
-  curl -s {url}/v1/sandbox/run -H "Authorization: Bearer {key}" \\
+  curl -s {url}/v1/sandbox/run -H "Authorization: Bearer {key.key}" \\
     -H 'Content-Type: application/json' -d '{json.dumps(EXAMPLE_SANDBOX)}'
+
+  curl -s {url}/v1/jobs -H "Authorization: Bearer {key.key}" \\
+    -H 'Content-Type: application/json' -d '{json.dumps(job)}'
+  (then GET {url}/v1/jobs/<id> with the same header until "status" is "succeeded")
 
 Press Ctrl-C to stop.
 """,

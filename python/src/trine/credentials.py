@@ -7,10 +7,12 @@ restarts.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,8 @@ class ApiKey:
     id: str
     key: str
     scopes: tuple[str, ...] = field(default=ALL_SCOPES)
+    # Signs the webhooks of this key's jobs (Standard Webhooks); None: the key sets no webhooks.
+    webhook_secret: str | None = None
 
     @property
     def sha256(self) -> str:
@@ -36,28 +40,44 @@ def new_key() -> str:
     return "trn_" + secrets.token_urlsafe(32)
 
 
+def new_webhook_secret() -> str:
+    """A fresh Standard Webhooks signing secret."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
 def new_internal_token() -> str:
     """A fresh random credential shared by the gateway and the internal services."""
     return secrets.token_urlsafe(32)
 
 
 def dev_key(state_dir: Path, from_env: str | None) -> ApiKey:
-    """The development key: `from_env` when given, else the saved one, else a new saved one."""
-    if from_env:
-        return ApiKey(id="dev", key=from_env)
-    path = state_dir / "dev-api-key"
+    """The development key: `from_env` when given, else the saved one, else a new saved one.
+    Its webhook secret is kept beside it the same way."""
+    secret = _saved(state_dir / "dev-webhook-secret", new_webhook_secret)
+    key = from_env or _saved(state_dir / "dev-api-key", new_key)
+    return ApiKey(id="dev", key=key, webhook_secret=secret)
+
+
+def _saved(path: Path, make: Callable[[], str]) -> str:
+    """The value saved in `path`, or a new one from `make`, saved there first."""
     if path.exists():
         saved = path.read_text().strip()
         if saved:
-            return ApiKey(id="dev", key=saved)
-    key = ApiKey(id="dev", key=new_key())
-    _write_private(path, key.key + "\n")
-    return key
+            return saved
+    value = make()
+    _write_private(path, value + "\n")
+    return value
 
 
 def write_keys_file(path: Path, keys: list[ApiKey]) -> None:
-    """Write the gateway's keys file: ids, hashes and scopes, never raw keys."""
-    doc = {"keys": [{"id": k.id, "sha256": k.sha256, "scopes": list(k.scopes)} for k in keys]}
+    """Write the gateway's keys file: ids, hashes, scopes and webhook secrets, never raw keys."""
+    entries = []
+    for k in keys:
+        entry: dict[str, object] = {"id": k.id, "sha256": k.sha256, "scopes": list(k.scopes)}
+        if k.webhook_secret:
+            entry["webhook_secret"] = k.webhook_secret
+        entries.append(entry)
+    doc = {"keys": entries}
     _write_private(path, json.dumps(doc, indent=2) + "\n")
 
 

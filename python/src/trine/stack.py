@@ -1,4 +1,5 @@
-"""The whole trine stack on one machine: sandbox, ML replicas and the gateway as real processes.
+"""The whole trine stack on one machine: sandbox, ML replicas, the gateway and job workers as
+real processes.
 
 `trine up` (and so `make run`) uses it, and so does the end-to-end suite, which starts stacks on
 free ports with its own keys and settings.
@@ -59,8 +60,9 @@ class StackConfig:
     keys: list[ApiKey]
     gateway_addr: str = "127.0.0.1:8080"
     ml_replicas: int = 2
+    workers: int = 1
     log_dir: Path | None = None
-    # Extra environment per service kind: "gateway", "ml", "sandbox".
+    # Extra environment per service kind: "gateway", "ml", "sandbox", "worker".
     env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     base_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -107,6 +109,8 @@ class Stack:
                 self._supervisor.start(self._ml_spec(i, url))
             self._supervisor.start(self._gateway_spec(keys_file))
             self._wait_ready(ready_timeout)
+            for i in range(self.config.workers):
+                self._supervisor.start(self._worker_spec(i))
         except BaseException:
             self.stop()
             raise
@@ -114,6 +118,17 @@ class Stack:
     def stop(self) -> None:
         """Stop every service; nothing is left running."""
         self._supervisor.stop_all()
+
+    def stop_service(self, name: str) -> None:
+        """Stop service `name` until restart(name); the stack does not count it as failed."""
+        self._supervisor.stop(name)
+
+    def restart(self, name: str) -> Service:
+        """Stop service `name` (gateway, worker-0, ...) and start it again as before."""
+        service = self._supervisor.restart(name)
+        if name == "gateway":
+            self._wait_ready(READY_TIMEOUT_SECONDS)
+        return service
 
     def service(self, name: str) -> Service:
         """The running service called `name` (gateway, sandbox, ml-0, ...)."""
@@ -181,17 +196,35 @@ class Stack:
     def _ml_spec(self, index: int, url: str) -> ServiceSpec:
         port = url.rsplit(":", 1)[1]
         argv = [str(self.config.python), "-m", "trine_ml", "--host", "127.0.0.1", "--port", port]
-        # Every replica gets the same database file: collections written through one are
-        # searched through all, and they survive a restart of the stack.
+        env = self._env("ml", {"TRINE_SERVICE_ID": f"ml-{index}", **self._ml_store_env()})
+        return ServiceSpec(f"ml-{index}", argv, env)
+
+    def _ml_store_env(self) -> dict[str, str]:
+        # Every replica and worker gets the same database file: collections written through
+        # one are searched through all, and they survive a restart of the stack.
+        return {
+            "HF_HUB_OFFLINE": "1",
+            "TRINE_SQLITE_PATH": str(self.config.state_dir / "ml.sqlite3"),
+        }
+
+    def _jobs_path(self) -> str:
+        return str(self.config.state_dir / "jobs.sqlite3")
+
+    def _worker_spec(self, index: int) -> ServiceSpec:
+        argv = [str(self.config.python), "-m", "trine_ml.worker"]
         env = self._env(
-            "ml",
+            "worker",
             {
-                "TRINE_SERVICE_ID": f"ml-{index}",
-                "HF_HUB_OFFLINE": "1",
-                "TRINE_SQLITE_PATH": str(self.config.state_dir / "ml.sqlite3"),
+                # Workers run RAG and ingest jobs with the ML code, configured as the replicas.
+                **self.config.env.get("ml", {}),
+                **self._ml_store_env(),
+                "TRINE_WORKER_ID": f"worker-{index}",
+                "TRINE_JOBS_SQLITE_PATH": self._jobs_path(),
+                "TRINE_GATEWAY_URL": self.gateway_url,
+                "TRINE_SANDBOX_URL": self.sandbox_url,
             },
         )
-        return ServiceSpec(f"ml-{index}", argv, env)
+        return ServiceSpec(f"worker-{index}", argv, env)
 
     def _gateway_spec(self, keys_file: Path) -> ServiceSpec:
         env = self._env(
@@ -201,6 +234,7 @@ class Stack:
                 "TRINE_ML_URLS": ",".join(self.ml_urls),
                 "TRINE_SANDBOX_URL": self.sandbox_url,
                 "TRINE_KEYS_FILE": str(keys_file),
+                "TRINE_JOBS_SQLITE_PATH": self._jobs_path(),
             },
         )
         return ServiceSpec("gateway", [str(self.config.bin_dir / "trine-gateway")], env)

@@ -100,6 +100,10 @@ class Supervisor:
         self._console = console
         self._log_dir = log_dir
         self.services: list[Service] = []
+        self._stopped: set[str] = set()
+
+    def _find(self, name: str) -> Service:
+        return next(s for s in self.services if s.spec.name == name)
 
     def start(self, spec: ServiceSpec) -> Service:
         """Start one service and remember it for stop_all()."""
@@ -108,9 +112,31 @@ class Supervisor:
         self.services.append(service)
         return service
 
+    def restart(self, name: str) -> Service:
+        """Stop service `name` (if it still runs) and start it again with the same spec."""
+        old = self._find(name)
+        index = self.services.index(old)
+        old.stop()
+        self._stopped.discard(name)
+        log_file = self._log_dir / f"{name}.log" if self._log_dir else None
+        self.services[index] = Service(old.spec, self._console, log_file)
+        return self.services[index]
+
+    def stop(self, name: str) -> None:
+        """Stop service `name` on purpose: it no longer counts as exited (see restart)."""
+        self._stopped.add(name)
+        self._find(name).stop()
+
     def first_exited(self) -> Service | None:
-        """A service that has ended, if any (a healthy stack has none)."""
-        return next((s for s in self.services if s.exited() is not None), None)
+        """A service that has ended without being stopped, if any (a healthy stack has none)."""
+        return next(
+            (
+                s
+                for s in self.services
+                if s.exited() is not None and s.spec.name not in self._stopped
+            ),
+            None,
+        )
 
     def stop_all(self) -> None:
         """Stop every service, the last started first."""

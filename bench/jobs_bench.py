@@ -1,0 +1,171 @@
+"""Async jobs: enqueue latency through the gateway, and jobs/s against the same work done
+synchronously through the gateway at the same concurrency.
+
+For each queue backend (SQLite; Redis Streams too, on a private redis-server, when installed)
+and each worker count (1, 2), starts a real stack, then:
+- enqueue: sequential POST /v1/jobs of a trivial sandbox.run (p50/p99), beside GET /healthz
+  through the same gateway as the floor of one round trip;
+- throughput: N jobs submitted at once, timed from the first submit to the last job's
+  completion (its `updated_at`), against N synchronous calls made by as many client threads as
+  there are workers (the baseline, measured in the same stack right before).
+
+    .venv/bin/python bench/jobs_bench.py [--jobs 200] [--enqueue 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from benchlib import bench_config, pct
+
+from trine.credentials import ApiKey, new_key
+from trine.redis_server import redis_server
+from trine.stack import Stack
+
+HELLO_WAT = (
+    '(module (import "wasi_snapshot_preview1" "fd_write"'
+    " (func $w (param i32 i32 i32 i32) (result i32)))"
+    ' (memory (export "memory") 1) (data (i32.const 16) "hi\\n")'
+    ' (func (export "run") (i32.store (i32.const 0) (i32.const 16))'
+    " (i32.store (i32.const 4) (i32.const 3))"
+    " (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"
+)
+DOCUMENTS = [
+    "The gateway checks API keys, applies rate limits and routes each request.",
+    "The ML service embeds documents and answers questions from the best passages.",
+    "The sandbox runs untrusted WebAssembly under fuel, memory and time limits.",
+    "Paris is the capital of France.",
+    "Bananas are rich in potassium.",
+]
+WORK = {
+    "sandbox.run": ("/v1/sandbox/run", {"language": "wat", "code": HELLO_WAT}),
+    "rag.query": ("/v1/rag/query", {"query": "What runs untrusted code?", "documents": DOCUMENTS}),
+}
+
+
+def ok(resp: httpx.Response, status: int) -> httpx.Response:
+    if resp.status_code != status:
+        sys.exit(f"bench: {resp.request.url.path} answered {resp.status_code}: {resp.text[:300]}")
+    return resp
+
+
+def timed_ms(call: Any) -> float:
+    start = time.perf_counter()
+    call()
+    return (time.perf_counter() - start) * 1e3
+
+
+def enqueue_latency(client: httpx.Client, n: int) -> tuple[list[float], list[float]]:
+    body = {"type": "sandbox.run", "input": WORK["sandbox.run"][1]}
+    for _ in range(10):  # warm connections and caches
+        ok(client.post("/v1/jobs", json=body), 202)
+    enqueue, floor = [], []
+    for _ in range(n):
+        enqueue.append(timed_ms(lambda: ok(client.post("/v1/jobs", json=body), 202)))
+        floor.append(timed_ms(lambda: ok(client.get("/healthz"), 200)))
+    return enqueue, floor
+
+
+def drain(client: httpx.Client) -> None:
+    """Wait until the enqueue measurement's jobs are done, so they do not skew throughput."""
+    while True:
+        probe = ok(
+            client.post("/v1/jobs", json={"type": "sandbox.run", "input": WORK["sandbox.run"][1]}),
+            202,
+        )
+        if wait_done(client, [probe.json()["id"]], timeout=600) is not None:
+            return
+
+
+def wait_done(client: httpx.Client, ids: list[str], timeout: float) -> float | None:
+    """The latest completion time (epoch seconds) of `ids` once all finished, else None."""
+    deadline = time.monotonic() + timeout
+    latest = 0.0
+    pending = list(ids)
+    while pending and time.monotonic() < deadline:
+        job = ok(client.get(f"/v1/jobs/{pending[-1]}"), 200).json()
+        if job["status"] == "failed":
+            sys.exit(f"bench: job failed: {job['error']}")
+        if job["status"] == "succeeded":
+            latest = max(latest, datetime.fromisoformat(job["updated_at"]).timestamp())
+            pending.pop()
+        else:
+            time.sleep(0.05)
+    return latest if not pending else None
+
+
+def throughput(client: httpx.Client, kind: str, n: int, workers: int) -> tuple[float, float]:
+    """(synchronous calls/s with `workers` client threads, jobs/s) for n units of `kind`."""
+    path, body = WORK[kind]
+    for _ in range(5):
+        ok(client.post(path, json=body), 200)
+    with ThreadPoolExecutor(workers) as pool:
+        start = time.perf_counter()
+        list(pool.map(lambda _: ok(client.post(path, json=body), 200), range(n)))
+        sync_rate = n / (time.perf_counter() - start)
+    job = {"type": kind, "input": body}
+    start = time.time()
+    with ThreadPoolExecutor(4) as pool:
+        ids = list(
+            pool.map(lambda _: ok(client.post("/v1/jobs", json=job), 202).json()["id"], range(n))
+        )
+    end = wait_done(client, ids, timeout=1800)
+    if end is None:
+        sys.exit(f"bench: {kind} jobs did not finish")
+    return sync_rate, n / (end - start)
+
+
+def run_one(backend: str, redis_url: str | None, workers: int, args: argparse.Namespace) -> None:
+    key = ApiKey(id="bench", key=new_key())
+    shared = {"TRINE_JOBS_BACKEND": backend}
+    if redis_url is not None:
+        shared["REDIS_URL"] = redis_url
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"gateway": shared, "worker": shared}
+        config = bench_config(Path(tmp), key, env=env, workers=workers)
+        with Stack(config, console=None) as stack:
+            headers = {"Authorization": f"Bearer {key.key}"}
+            with httpx.Client(base_url=stack.gateway_url, headers=headers, timeout=120) as c:
+                enqueue, floor = enqueue_latency(c, args.enqueue)
+                drain(c)
+                print(
+                    f"{backend:6} workers={workers} enqueue p50 {pct(enqueue, 0.5):.2f} ms "
+                    f"p99 {pct(enqueue, 0.99):.2f} ms (GET /healthz p50 "
+                    f"{pct(floor, 0.5):.2f} ms)",
+                    flush=True,
+                )
+                for kind in WORK:
+                    sync_rate, job_rate = throughput(c, kind, args.jobs, workers)
+                    print(
+                        f"{backend:6} workers={workers} {kind:11} jobs {job_rate:7.1f}/s "
+                        f"sync {sync_rate:7.1f}/s ratio {job_rate / sync_rate:.2f}",
+                        flush=True,
+                    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=200, help="jobs per throughput run")
+    parser.add_argument("--enqueue", type=int, default=200, help="enqueue samples")
+    args = parser.parse_args()
+    for workers in (1, 2):
+        run_one("sqlite", None, workers, args)
+    if shutil.which("redis-server") is None:
+        print("bench: redis-server is not installed; SQLite only", flush=True)
+        return
+    for workers in (1, 2):
+        with redis_server() as url:
+            run_one("redis", url, workers, args)
+
+
+if __name__ == "__main__":
+    main()
