@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::compiled_cache::CompiledCache;
 use crate::interpreters::RuntimePaths;
-use crate::limits::{LimitPolicy, Limits};
+use crate::limits::{LimitPolicy, Limits, ScratchQuota};
 
 /// Where configuration values come from: the process environment in production, a map in tests.
 pub trait Lookup {
@@ -103,6 +103,30 @@ impl SandboxConfig {
                 "must be at most 1 GiB",
             ));
         }
+        let scratch_mb = positive(
+            env,
+            "TRINE_SANDBOX_MAX_SCRATCH_MB",
+            ScratchQuota::DEFAULT.bytes >> 20,
+        )?;
+        if scratch_mb > 1 << 20 {
+            return Err(invalid(
+                env,
+                "TRINE_SANDBOX_MAX_SCRATCH_MB",
+                "must be at most 1048576 (1 TiB)",
+            ));
+        }
+        let scratch_entries = positive(
+            env,
+            "TRINE_SANDBOX_MAX_SCRATCH_ENTRIES",
+            ScratchQuota::DEFAULT.entries,
+        )?;
+        if scratch_entries > 1_000_000 {
+            return Err(invalid(
+                env,
+                "TRINE_SANDBOX_MAX_SCRATCH_ENTRIES",
+                "must be at most 1000000",
+            ));
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
         let concurrency = positive(env, "TRINE_SANDBOX_CONCURRENCY", cores)? as usize;
         let queue = match env.get("TRINE_SANDBOX_QUEUE") {
@@ -130,6 +154,10 @@ impl SandboxConfig {
             limits: LimitPolicy {
                 defaults: Limits::REQUEST_DEFAULTS,
                 maxima,
+                scratch: ScratchQuota {
+                    bytes: scratch_mb << 20,
+                    entries: scratch_entries,
+                },
             },
             concurrency,
             queue,
@@ -190,6 +218,7 @@ mod tests {
         let config = SandboxConfig::from_lookup(&env(&[])).unwrap();
         assert_eq!(config.limits.maxima, Limits::DEFAULT_MAXIMA);
         assert_eq!(config.limits.defaults, Limits::REQUEST_DEFAULTS);
+        assert_eq!(config.limits.scratch, ScratchQuota::DEFAULT);
         assert!(config.concurrency >= 1);
         assert_eq!(config.queue, 2 * config.concurrency);
     }
@@ -200,9 +229,18 @@ mod tests {
             ("TRINE_SANDBOX_MAX_FUEL", "5_000"),
             ("TRINE_SANDBOX_CONCURRENCY", "3"),
             ("TRINE_SANDBOX_QUEUE", "0"),
+            ("TRINE_SANDBOX_MAX_SCRATCH_MB", "2"),
+            ("TRINE_SANDBOX_MAX_SCRATCH_ENTRIES", "10"),
         ]))
         .unwrap();
         assert_eq!(config.limits.maxima.fuel, 5000);
+        assert_eq!(
+            config.limits.scratch,
+            ScratchQuota {
+                bytes: 2 << 20,
+                entries: 10
+            }
+        );
         assert_eq!((config.concurrency, config.queue), (3, 0));
     }
 
@@ -238,6 +276,9 @@ mod tests {
             ("TRINE_SANDBOX_MAX_FUEL", "0"),
             ("TRINE_SANDBOX_MAX_MEMORY_MB", "lots"),
             ("TRINE_SANDBOX_MAX_MEMORY_MB", "9000"),
+            ("TRINE_SANDBOX_MAX_SCRATCH_MB", "0"),
+            ("TRINE_SANDBOX_MAX_SCRATCH_MB", "2000000"),
+            ("TRINE_SANDBOX_MAX_SCRATCH_ENTRIES", "1000001"),
             ("TRINE_SANDBOX_CONCURRENCY", "-1"),
             ("TRINE_SANDBOX_QUEUE", "x"),
         ] {

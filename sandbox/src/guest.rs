@@ -10,8 +10,9 @@ use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder, Trap, UpdateDea
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use crate::limits::Limits;
+use crate::limits::{Limits, ScratchQuota};
 use crate::protocol::RunStatus;
+use crate::quota::ScratchUsage;
 
 /// Set when whoever asked for a run no longer wants it; the guest is interrupted at its next
 /// epoch tick.
@@ -116,6 +117,8 @@ pub struct RunState {
     pub wasi: WasiP1Ctx,
     /// Memory and resource caps.
     pub limiter: GuestLimiter,
+    /// What the run has put in its scratch directory, against its quota.
+    pub scratch: ScratchUsage,
     clock_origin: Instant,
     deadline: Instant,
     cancel: CancelFlag,
@@ -129,6 +132,7 @@ impl RunState {
         wasi: WasiP1Ctx,
         clock_origin: Instant,
         limiter: GuestLimiter,
+        scratch: ScratchQuota,
         deadline: Instant,
         cancel: CancelFlag,
     ) -> Self {
@@ -136,6 +140,7 @@ impl RunState {
             wasi,
             clock_origin,
             limiter,
+            scratch: ScratchUsage::new(scratch),
             deadline,
             cancel,
             stopped: None,

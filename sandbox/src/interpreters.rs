@@ -7,8 +7,6 @@
 //! is handed over as the `-e` argument of `qjs_init_argv`.
 
 use std::fs;
-use std::io;
-use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use wasmtime::{Engine, InstancePre, Linker, Store};
@@ -16,6 +14,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::compiled_cache::{CompiledCache, Loaded};
 use crate::guest::RunState;
+use crate::scratch::Scratch;
 
 /// The program name Python expects; its prefix is where it looks for the standard library.
 const PYTHON_ARGV0: &str = "/usr/local/bin/python.wasm";
@@ -69,6 +68,8 @@ impl Interpreters {
             // this sandbox offers none, which the guest understands as -1.
             let mut linker = linker.clone();
             linker.func_wrap("host", "call", |_: i32, _: i32, _: i32, _: i32| -1i32)?;
+            // Only Python has a writable filesystem, so only its file writes are counted.
+            crate::quota::shadow_file_writes(&mut linker, engine)?;
             let pre = linker.instantiate_pre(&module)?;
             loaded.python = Some(Python { pre, lib_dir });
         }
@@ -208,44 +209,6 @@ fn exit_status(code: i32) -> wasmtime::Result<()> {
     }
 }
 
-/// A fresh, empty, private directory for one run, removed with everything in it on drop.
-pub struct Scratch {
-    path: PathBuf,
-}
-
-impl Scratch {
-    /// Creates the directory (0700) under the system temporary directory, with the mount point
-    /// for the standard library and a `/tmp` for the guest.
-    pub fn new() -> io::Result<Self> {
-        let path = std::env::temp_dir().join(format!(
-            "trine-sandbox-run-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        fs::DirBuilder::new().mode(0o700).create(&path)?;
-        let scratch = Scratch { path };
-        let mut dirs = fs::DirBuilder::new();
-        dirs.recursive(true).mode(0o700);
-        dirs.create(scratch.path.join("usr/local/lib"))?;
-        dirs.create(scratch.path.join("tmp"))?;
-        Ok(scratch)
-    }
-
-    /// The directory on the host.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        // remove_dir_all does not follow symbolic links, so links a guest made cannot lead it
-        // to delete anything outside.
-        if let Err(err) = fs::remove_dir_all(&self.path) {
-            tracing::warn!(path = %self.path.display(), %err, "could not remove a run's scratch directory");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,19 +225,5 @@ mod tests {
         assert_eq!(stdlib_zip_name(&zip).unwrap(), "python315.zip");
         fs::write(scratch.path().join("MANIFEST"), "nothing\n").unwrap();
         assert!(stdlib_zip_name(&zip).is_err());
-    }
-
-    #[test]
-    fn scratch_directories_are_private_and_removed() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let scratch = Scratch::new().unwrap();
-        let path = scratch.path().to_path_buf();
-        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
-        fs::write(path.join("tmp/file"), b"x").unwrap();
-        std::os::unix::fs::symlink("/etc", path.join("tmp/link")).unwrap();
-        drop(scratch);
-        assert!(!path.exists());
-        assert!(Path::new("/etc").exists());
     }
 }

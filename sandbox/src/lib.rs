@@ -12,9 +12,11 @@ pub mod module_cache;
 pub mod output;
 pub mod pool;
 pub mod protocol;
+pub mod quota;
 pub mod request_id;
 pub mod routes;
 pub mod runner;
+pub mod scratch;
 pub mod sleep;
 
 use std::sync::Arc;
@@ -35,9 +37,11 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the engine, the interpreters, the run pool and the credential check from
-    /// validated configuration. Loading interpreters may compile them (see `build_sandbox`).
+    /// validated configuration, after removing scratch directories that killed sandbox
+    /// processes left behind. Loading interpreters may compile them (see `build_sandbox`).
     pub fn new(config: &SandboxConfig, token: InternalToken) -> wasmtime::Result<Self> {
         let progress = |line: &str| tracing::info!("{line}");
+        scratch::sweep_stale();
         Ok(AppState {
             sandbox: Arc::new(build_sandbox(config, &progress)?),
             pool: Arc::new(pool::RunPool::new(config.concurrency, config.queue)),

@@ -39,6 +39,24 @@ impl Limits {
     }
 }
 
+/// How much a run may put in its scratch directory (the writable filesystem Python gets): a
+/// server setting, the same for every run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScratchQuota {
+    /// Bytes the run may write to files, counted as written (rewrites count again).
+    pub bytes: u64,
+    /// Files, directories and links the run may have made at once.
+    pub entries: u64,
+}
+
+impl ScratchQuota {
+    /// The quota used when the operator configures none.
+    pub const DEFAULT: ScratchQuota = ScratchQuota {
+        bytes: 64 << 20,
+        entries: 4096,
+    };
+}
+
 /// Limits as a request states them; each may be omitted.
 ///
 /// Signed so that a zero or negative value reaches validation and gets a clear message
@@ -73,6 +91,8 @@ pub struct LimitPolicy {
     pub defaults: Limits,
     /// No run may exceed these; larger requests are quietly lowered to them.
     pub maxima: Limits,
+    /// Every run's scratch quota.
+    pub scratch: ScratchQuota,
 }
 
 impl Default for LimitPolicy {
@@ -80,6 +100,7 @@ impl Default for LimitPolicy {
         LimitPolicy {
             defaults: Limits::REQUEST_DEFAULTS,
             maxima: Limits::DEFAULT_MAXIMA,
+            scratch: ScratchQuota::DEFAULT,
         }
     }
 }
@@ -151,6 +172,7 @@ mod tests {
                 timeout_ms: 100,
                 ..Limits::DEFAULT_MAXIMA
             },
+            scratch: ScratchQuota::DEFAULT,
         };
         let got = policy.resolve(&RequestedLimits::default()).unwrap();
         assert_eq!(got.timeout_ms, 100);

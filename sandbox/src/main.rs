@@ -44,6 +44,7 @@ async fn main() -> ExitCode {
         Command::Run => run_once().await,
         Command::Warm => warm(),
     };
+    trine_sandbox::scratch::remove_own_parent();
     match outcome {
         Ok(code) => code,
         Err(err) => {

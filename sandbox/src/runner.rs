@@ -12,11 +12,12 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use crate::compiled_cache::CompiledCache;
 use crate::error::ApiError;
 use crate::guest::{CancelFlag, Ending, GuestLimiter, RunState};
-use crate::interpreters::{Interpreters, RuntimePaths, Scratch, run_javascript};
+use crate::interpreters::{Interpreters, RuntimePaths, run_javascript};
 use crate::limits::LimitPolicy;
 use crate::module_cache::ModuleCache;
 use crate::output::OutputSink;
 use crate::protocol::{ModuleSource, RunJob, RunResult};
+use crate::scratch::Scratch;
 use crate::sleep::GuestMonotonicClock;
 
 /// WebAssembly stack allowed to a guest; the native stack of guest threads must exceed it.
@@ -203,6 +204,7 @@ impl Sandbox {
             wasi.build_p1(),
             started,
             GuestLimiter::new(limits.memory_bytes()),
+            self.policy.scratch,
             deadline,
             io.cancel.clone(),
         );
@@ -219,6 +221,7 @@ impl Sandbox {
         let duration_ms = started.elapsed().as_secs_f64() * 1e3;
         let fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let ending = Ending::classify(outcome, store.data(), &limits);
+        let scratch_bytes_written = store.data().scratch.written();
         drop(store);
 
         let (stdout, stdout_truncated) = io.stdout.take();
@@ -229,6 +232,7 @@ impl Sandbox {
             exit_code = ending.exit_code,
             fuel_consumed,
             duration_ms,
+            scratch_bytes_written,
             "run finished"
         );
         Ok(RunResult {

@@ -286,6 +286,125 @@ async fn hostile_modules_are_refused_or_contained() {
     assert_eq!(result.status, RunStatus::Trap, "{result:?}");
 }
 
+/// Limits roomy enough for Python to write and make files for a while.
+fn file_limits() -> Value {
+    json!({"fuel": 10_000_000_000_u64, "timeout_ms": 30_000})
+}
+
+#[tokio::test]
+async fn writing_past_the_scratch_quota_raises_enospc() {
+    let code = "\
+import errno, os
+chunk = b'x' * (1 << 20)
+written = 0
+try:
+    with open('/tmp/big', 'wb') as f:
+        for _ in range(200):
+            f.write(chunk)
+            written += 1
+except OSError as e:
+    print('caught', errno.errorcode[e.errno], e.strerror)
+print('wrote', written, 'MiB; size', os.path.getsize('/tmp/big') >> 20, 'MiB')
+";
+    let result = run_ok(
+        &interpreter_app(),
+        &code_request("python", code, file_limits()),
+    )
+    .await;
+    assert_eq!(result.status, RunStatus::Ok, "{result:?}");
+    assert_eq!(
+        result.stdout, "caught ENOSPC No space left on device\nwrote 64 MiB; size 64 MiB\n",
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn making_too_many_files_raises_enospc() {
+    let code = "\
+import errno, os
+made = 0
+try:
+    for i in range(10000):
+        open(f'/tmp/f{i}', 'w').close()
+        made += 1
+except OSError as e:
+    print('caught', errno.errorcode[e.errno])
+print('made', made)
+for attempt in [lambda: os.mkdir('/tmp/d'), lambda: os.symlink('f0', '/tmp/l')]:
+    try:
+        attempt()
+    except OSError as e:
+        print('caught', errno.errorcode[e.errno])
+with open('/tmp/f0', 'w') as f:
+    f.write('existing files still open')
+print(open('/tmp/f0').read())
+for i in range(made):
+    os.remove(f'/tmp/f{i}')
+os.mkdir('/tmp/d')
+print('after removing them:', os.listdir('/tmp'))
+";
+    let result = run_ok(
+        &interpreter_app(),
+        &code_request("python", code, file_limits()),
+    )
+    .await;
+    assert_eq!(result.status, RunStatus::Ok, "{result:?}");
+    assert_eq!(
+        result.stdout,
+        "caught ENOSPC\nmade 4096\ncaught ENOSPC\ncaught ENOSPC\nexisting files still open\n\
+         after removing them: ['d']\n",
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn files_within_the_quota_are_written_and_read_back() {
+    let code = "\
+import os
+os.makedirs('/tmp/a/b')
+with open('/tmp/a/b/data.txt', 'w') as f:
+    f.write('hello ' * 100_000)
+for _ in range(3):
+    with open('/tmp/a/b/data.txt', 'a') as f:
+        f.write('again ')
+text = open('/tmp/a/b/data.txt').read()
+print(len(text), text[-12:])
+os.rename('/tmp/a/b/data.txt', '/tmp/moved.txt')
+print(os.path.getsize('/tmp/moved.txt'))
+";
+    let result = run_ok(
+        &interpreter_app(),
+        &code_request("python", code, file_limits()),
+    )
+    .await;
+    assert_eq!(result.status, RunStatus::Ok, "{result:?}");
+    assert_eq!(result.stdout, "600018 again again \n600018\n", "{result:?}");
+}
+
+#[tokio::test]
+async fn closing_stdout_does_not_lift_the_scratch_quota() {
+    // The closed number is reused for the next file opened, which must still be counted.
+    let code = "\
+import errno, os, sys
+os.close(1)
+fd = os.open('/tmp/big', os.O_WRONLY | os.O_CREAT)
+chunk = b'x' * (1 << 20)
+try:
+    for _ in range(100):
+        os.write(fd, chunk)
+except OSError as e:
+    print('fd', fd, 'caught', errno.errorcode[e.errno], file=sys.stderr)
+print('size', os.path.getsize('/tmp/big') >> 20, file=sys.stderr)
+";
+    let result = run_ok(
+        &interpreter_app(),
+        &code_request("python", code, file_limits()),
+    )
+    .await;
+    assert_eq!(result.status, RunStatus::Ok, "{result:?}");
+    assert_eq!(result.stderr, "fd 1 caught ENOSPC\nsize 64\n", "{result:?}");
+}
+
 /// Sends `count` copies of `body` at once; each answer must be its expected result or a 503
 /// with Retry-After. Returns how many ran.
 async fn flood(app: &axum::Router, body: &Value, count: usize, expected: RunStatus) -> usize {
