@@ -61,6 +61,9 @@ class StackConfig:
     gateway_addr: str = "127.0.0.1:8080"
     ml_replicas: int = 2
     workers: int = 1
+    # Gateways beyond the first listen on free loopback ports and share the keys file; they
+    # share limits and jobs only through Redis (REDIS_URL in the "gateway" environment).
+    gateways: int = 1
     log_dir: Path | None = None
     # Extra environment per service kind: "gateway", "ml", "sandbox", "worker".
     env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -80,7 +83,10 @@ class Stack:
     def __init__(self, config: StackConfig, console: TextIO | None = sys.stdout) -> None:
         self.config = config
         self.internal_token = new_internal_token()
-        self.gateway_url = f"http://{config.gateway_addr}"
+        self.gateway_urls = [f"http://{config.gateway_addr}"] + [
+            f"http://127.0.0.1:{free_port()}" for _ in range(config.gateways - 1)
+        ]
+        self.gateway_url = self.gateway_urls[0]
         self.sandbox_url = f"http://127.0.0.1:{free_port()}"
         self.ml_urls = [f"http://127.0.0.1:{free_port()}" for _ in range(config.ml_replicas)]
         self._supervisor = Supervisor(console=console, log_dir=config.log_dir)
@@ -107,8 +113,10 @@ class Stack:
             self._supervisor.start(self._sandbox_spec())
             for i, url in enumerate(self.ml_urls):
                 self._supervisor.start(self._ml_spec(i, url))
-            self._supervisor.start(self._gateway_spec(keys_file))
-            self._wait_ready(ready_timeout)
+            for i, url in enumerate(self.gateway_urls):
+                self._supervisor.start(self._gateway_spec(i, url, keys_file))
+            for url in self.gateway_urls:
+                self._wait_ready(url, ready_timeout)
             for i in range(self.config.workers):
                 self._supervisor.start(self._worker_spec(i))
         except BaseException:
@@ -126,8 +134,9 @@ class Stack:
     def restart(self, name: str) -> Service:
         """Stop service `name` (gateway, worker-0, ...) and start it again as before."""
         service = self._supervisor.restart(name)
-        if name == "gateway":
-            self._wait_ready(READY_TIMEOUT_SECONDS)
+        if name.startswith("gateway"):
+            index = int(name.removeprefix("gateway").removeprefix("-") or 0)
+            self._wait_ready(self.gateway_urls[index], READY_TIMEOUT_SECONDS)
         return service
 
     def service(self, name: str) -> Service:
@@ -220,26 +229,28 @@ class Stack:
                 **self._ml_store_env(),
                 "TRINE_WORKER_ID": f"worker-{index}",
                 "TRINE_JOBS_SQLITE_PATH": self._jobs_path(),
-                "TRINE_GATEWAY_URL": self.gateway_url,
+                # Workers spread their outcome reports over the gateways.
+                "TRINE_GATEWAY_URL": self.gateway_urls[index % len(self.gateway_urls)],
                 "TRINE_SANDBOX_URL": self.sandbox_url,
             },
         )
         return ServiceSpec(f"worker-{index}", argv, env)
 
-    def _gateway_spec(self, keys_file: Path) -> ServiceSpec:
+    def _gateway_spec(self, index: int, url: str, keys_file: Path) -> ServiceSpec:
         env = self._env(
             "gateway",
             {
-                "TRINE_GATEWAY_ADDR": self.config.gateway_addr,
+                "TRINE_GATEWAY_ADDR": url.removeprefix("http://"),
                 "TRINE_ML_URLS": ",".join(self.ml_urls),
                 "TRINE_SANDBOX_URL": self.sandbox_url,
                 "TRINE_KEYS_FILE": str(keys_file),
                 "TRINE_JOBS_SQLITE_PATH": self._jobs_path(),
             },
         )
-        return ServiceSpec("gateway", [str(self.config.bin_dir / "trine-gateway")], env)
+        name = "gateway" if index == 0 else f"gateway-{index}"
+        return ServiceSpec(name, [str(self.config.bin_dir / "trine-gateway")], env)
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, gateway_url: str, timeout: float) -> None:
         """Wait until the gateway sees every upstream healthy, not just the one it needs."""
         deadline = time.monotonic() + timeout
         last = "no answer yet"
@@ -251,7 +262,7 @@ class Stack:
                     f"its last lines:\n{dead.tail()}"
                 )
             try:
-                with urllib.request.urlopen(f"{self.gateway_url}/readyz", timeout=2) as resp:
+                with urllib.request.urlopen(f"{gateway_url}/readyz", timeout=2) as resp:
                     body = resp.read()
             except urllib.error.HTTPError as err:
                 body = err.read()
