@@ -27,6 +27,20 @@ class TestSQLiteConformance(VectorStoreConformance):
     pass
 
 
+def test_opening_a_store_on_an_existing_file_writes_nothing(tmp_path: Path) -> None:
+    # Replicas and workers open the file while others search it: rewriting the FTS5
+    # configuration then would make their running keyword searches fail.
+    path = tmp_path / "shared.sqlite3"
+    asyncio.run(SQLiteVectorStore(path, dimension=DIM).aclose())
+    watcher = sqlite3.connect(path)
+    try:
+        before = watcher.execute("PRAGMA data_version").fetchone()
+        asyncio.run(SQLiteVectorStore(path, dimension=DIM).aclose())
+        assert watcher.execute("PRAGMA data_version").fetchone() == before
+    finally:
+        watcher.close()
+
+
 def test_file_is_in_wal_mode_with_fts5(tmp_path: Path) -> None:
     path = tmp_path / "wal.sqlite3"
     store = SQLiteVectorStore(path, dimension=DIM)

@@ -75,7 +75,8 @@ CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN
     VALUES ('delete', old.id, old.text, old.collection_id);
 END;
 """
-_RANKING = "INSERT INTO chunks_fts (chunks_fts, rank) VALUES ('rank', 'bm25(1.0, 0.0)')"
+_RANK_FUNCTION = "bm25(1.0, 0.0)"
+_RANKING = f"INSERT INTO chunks_fts (chunks_fts, rank) VALUES ('rank', '{_RANK_FUNCTION}')"
 
 # How long a writer waits for another replica's transaction before giving up.
 _BUSY_TIMEOUT_MS = 30_000
@@ -115,7 +116,11 @@ class SQLiteVectorStore:
         setup = self._connect()
         try:
             setup.executescript(_SCHEMA)
-            setup.execute(_RANKING)
+            # Written only when missing: changing the FTS5 configuration makes every other
+            # connection's FTS5 query that is running at that moment fail.
+            rank = setup.execute("SELECT v FROM chunks_fts_config WHERE k = 'rank'").fetchone()
+            if rank is None or rank[0] != _RANK_FUNCTION:
+                setup.execute(_RANKING)
         finally:
             setup.close()
 
