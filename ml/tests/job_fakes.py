@@ -47,8 +47,13 @@ class FakeGateway:
     secret: str
     db_path: Path | None = None
     failures: int = 0
+    # While cleared, outcome requests wait for it before being answered.
+    answer: threading.Event = field(default_factory=threading.Event)
     callbacks: list[Callback] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.answer.set()
 
     def app(self) -> Starlette:
         return Starlette(
@@ -66,6 +71,7 @@ class FakeGateway:
     async def _outcome(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
         raw = await request.body()
+        await asyncio.to_thread(self.answer.wait)
         headers = dict(request.headers)
         status = self._decide(job_id, raw, headers)
         with self.lock:

@@ -255,6 +255,29 @@ def test_concurrent_slots_run_each_job_once(
     assert {queue_db.record_now(job_id)["attempts"] for job_id in ids} == {1}
 
 
+def test_a_slot_runs_its_next_job_while_the_last_report_is_in_flight(
+    make_worker_settings: Callable[..., WorkerSettings],
+    gateway: tuple[FakeGateway, str],
+    sandbox: tuple[FakeSandbox, str],
+    queue_db: SQLiteHarness,
+    onnx_model: OnnxEmbedder,
+) -> None:
+    fake_gateway, fake_sandbox = gateway[0], sandbox[0]
+    fake_gateway.answer.clear()
+    for job_id in ("job_1", "job_2"):
+        queue_db.enqueue_now(job_id, input_json=sandbox_input("ok"))
+
+    async def body(_: asyncio.Event) -> None:
+        # One slot, and the gateway has not answered the first report yet.
+        await until(lambda: len(fake_sandbox.requests) == 2)
+        assert fake_gateway.all() == []
+        fake_gateway.answer.set()
+        await until(lambda: len(fake_gateway.accepted()) == 2)
+
+    with_worker(make_worker_settings(worker_concurrency=1), onnx_model, body)
+    assert {queue_db.record_now(j)["status"] for j in ("job_1", "job_2")} == {"succeeded"}
+
+
 def test_callback_is_retried_until_the_gateway_accepts_it(
     make_worker_settings: Callable[..., WorkerSettings],
     gateway: tuple[FakeGateway, str],

@@ -22,6 +22,7 @@ from trine_ml.providers.openai import OpenAIProvider
 from trine_ml.rag import RagService
 from trine_ml.settings import Settings
 from trine_ml.store.base import VectorStore
+from trine_ml.store.postgres import PostgresVectorStore
 from trine_ml.store.sqlite import SQLiteVectorStore
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,32 @@ def build_provider(settings: Settings, embedder: AsyncEmbedder) -> LLMProvider:
             max_retries=settings.llm_max_retries,
         )
     return ExtractiveProvider(embedder)
+
+
+async def open_store(settings: Settings, dimension: int) -> VectorStore:
+    """The collections store the settings choose: PostgreSQL when ``DATABASE_URL`` is set,
+    else the SQLite file."""
+    if settings.database_url is not None:
+        postgres = PostgresVectorStore(
+            settings.database_url.get_secret_value(),
+            dimension=dimension,
+            pool_size=settings.database_pool_size,
+            pool_timeout_s=settings.database_timeout_s,
+            ef_search=settings.hnsw_ef_search,
+        )
+        await postgres.open()
+        # The URL may carry a password: it is not logged.
+        logger.info("collections store open", extra={"event": "store_open", "backend": "postgres"})
+        return postgres
+    loop = asyncio.get_running_loop()
+    sqlite = await loop.run_in_executor(
+        None, lambda: SQLiteVectorStore(settings.database_path, dimension=dimension)
+    )
+    logger.info(
+        "collections store open",
+        extra={"event": "store_open", "backend": "sqlite", "path": str(settings.database_path)},
+    )
+    return sqlite
 
 
 @asynccontextmanager
@@ -96,16 +123,7 @@ async def open_services(
                 overlap_tokens=settings.chunk_overlap_tokens,
             ),
         )
-        vector_store = store
-        if vector_store is None:
-            dimension = model.dimension
-            vector_store = await loop.run_in_executor(
-                None, lambda: SQLiteVectorStore(settings.database_path, dimension=dimension)
-            )
-            logger.info(
-                "collections store open",
-                extra={"event": "store_open", "path": str(settings.database_path)},
-            )
+        vector_store = store if store is not None else await open_store(settings, model.dimension)
         # Chunking shares the model's thread: both are CPU-bound, and the cores are few.
         collections = CollectionService(
             vector_store,

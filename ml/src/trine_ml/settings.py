@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -62,6 +63,18 @@ class Settings(BaseSettings):
         default=None,
         description="The collections database; every replica must be given the same file.",
     )
+    database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+        description="postgresql://... selects the PostgreSQL + pgvector store; unset: SQLite.",
+    )
+    # Connections per replica: the pool grows to this under load (hybrid queries use two).
+    database_pool_size: int = Field(default=4, ge=1, le=100)
+    # How long a call waits for a pooled connection (and a new one for the server) before
+    # failing with 503 unavailable.
+    database_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    # HNSW candidates per dense query (pgvector's hnsw.ef_search); raised to top_k if lower.
+    hnsw_ef_search: int = Field(default=100, ge=10, le=1000)
     chunk_tokens: int = Field(default=200, ge=16, le=250)
     chunk_overlap_tokens: int = Field(default=32, ge=0, le=128)
     # Chunks embedded and written per transaction: bounds the memory an ingest holds.
@@ -83,6 +96,21 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _check_database_url(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        # The URL may carry a password: no message here repeats it.
+        if not isinstance(raw, str) or not raw.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        try:
+            conninfo_to_dict(raw)
+        except Exception as exc:  # psycopg reports libpq's parse error
+            raise ValueError("is not a valid PostgreSQL URL") from exc
+        return raw
 
     @model_validator(mode="after")
     def _check_provider(self) -> Settings:

@@ -1,5 +1,9 @@
 """The worker loop: claim, run under a renewed lease, report, acknowledge; and a graceful
-stop that lets running jobs finish within a grace period, then releases them."""
+stop that lets running jobs finish within a grace period, then releases them.
+
+A slot claims its next job as soon as the current one has run: the report to the gateway
+(and the acknowledgement) carry on in the background, still under the renewed lease, so the
+round trip to the gateway does not idle the slot."""
 
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ logger = logging.getLogger("trine_ml.worker")
 
 #: Wait after a failed claim (the queue's store unreachable) before the next one.
 CLAIM_ERROR_BACKOFF_S = 1.0
+#: Reports in flight per slot before the slot waits for one to finish (a slow gateway
+#: slows the worker down instead of piling up finished jobs).
+REPORTS_PER_SLOT = 4
 
 
 @dataclass
@@ -27,6 +34,7 @@ class _Running:
 
     job: ClaimedJob
     lease_deadline: float
+    ran: asyncio.Event = field(default_factory=asyncio.Event)
     work: asyncio.Task[bool] | None = None
     lost: bool = False
     forced: bool = False
@@ -55,6 +63,8 @@ class Worker:
         self._grace_s = shutdown_grace_s
         self._idle_sleep_s = idle_sleep_s
         self._running: dict[str, _Running] = {}
+        # Every claimed job's supervision, from claim to acknowledgement.
+        self._jobs: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Works until ``stop`` is set, then stops claiming, gives running jobs the grace
@@ -68,7 +78,12 @@ class Worker:
             "stopping: no new claims",
             extra={"event": "worker_stopping", "running": len(self._running)},
         )
+        grace_ends = time.monotonic() + self._grace_s
         _, pending = await asyncio.wait(slots, timeout=self._grace_s)
+        if self._jobs:
+            remaining = max(0.0, grace_ends - time.monotonic())
+            _, unfinished = await asyncio.wait(self._jobs, timeout=remaining)
+            pending |= unfinished
         if pending:
             for running in list(self._running.values()):
                 if running.work is not None and not running.work.done():
@@ -97,18 +112,28 @@ class Worker:
                 # Claimed as the stop came: hand it straight back.
                 await self._release(job)
                 return
-            await self._handle(job)
+            running = _Running(job, lease_deadline=time.monotonic() + self._lease_s)
+            supervision = asyncio.create_task(self._handle(running))
+            self._jobs.add(supervision)
+            supervision.add_done_callback(self._jobs.discard)
+            ran = asyncio.create_task(running.ran.wait())
+            await asyncio.wait([supervision, ran], return_when=asyncio.FIRST_COMPLETED)
+            ran.cancel()
+            while len(self._jobs) > self._concurrency * REPORTS_PER_SLOT:
+                await asyncio.wait(self._jobs, return_when=asyncio.FIRST_COMPLETED)
 
-    async def _handle(self, job: ClaimedJob) -> None:
+    async def _handle(self, running: _Running) -> None:
+        job = running.job
         request_token = request_id_var.set(job.request_id)
         job_token = job_id_var.set(job.id)
         try:
-            await self._supervise(job)
+            await self._supervise(running)
         finally:
             job_id_var.reset(job_token)
             request_id_var.reset(request_token)
 
-    async def _supervise(self, job: ClaimedJob) -> None:
+    async def _supervise(self, running: _Running) -> None:
+        job = running.job
         logger.info(
             "job claimed",
             extra={
@@ -118,7 +143,6 @@ class Worker:
                 "max_attempts": job.max_attempts,
             },
         )
-        running = _Running(job, lease_deadline=time.monotonic() + self._lease_s)
         work = running.work = asyncio.create_task(self._run_and_report(running))
         renewer = asyncio.create_task(self._keep_lease(running))
         self._running[job.id] = running
@@ -158,6 +182,7 @@ class Worker:
     async def _run_and_report(self, running: _Running) -> bool:
         job = running.job
         outcome = await self._runner.run(job)
+        running.ran.set()
         log = logger.info if outcome.kind == "succeeded" else logger.warning
         log(
             "job ran",

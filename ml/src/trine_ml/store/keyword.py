@@ -1,4 +1,5 @@
-"""Turning a free-text query into an FTS5 match expression."""
+"""Turning a free-text query into search terms: the words both keyword backends use, and the
+FTS5 match expression of the SQLite one."""
 
 from __future__ import annotations
 
@@ -61,13 +62,19 @@ STOPWORDS = frozenset(
 )
 
 
+def content_words(query: str) -> list[str]:
+    """The query's distinct lowercased words without stopwords (all of them when nothing
+    else is left), in order of first appearance; punctuation and operators are dropped."""
+    words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))
+    return [w for w in words if w not in STOPWORDS] or words
+
+
 def match_expression(query: str, collection_id: int) -> str | None:
     """``collection_id : N AND text : ("w1" OR "w2" ...)`` over the query's words (without
     stopwords, unless nothing else is left), or None when the query has no words. Each word
     is quoted, so FTS5 operators or column names in the query are plain words."""
-    words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))
-    if not words:
+    content = content_words(query)
+    if not content:
         return None
-    content = [w for w in words if w not in STOPWORDS] or words
     terms = " OR ".join('"' + w.replace('"', '""') + '"' for w in content)
     return f"collection_id : {collection_id} AND text : ({terms})"

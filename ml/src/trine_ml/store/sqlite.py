@@ -76,7 +76,7 @@ CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN
 END;
 """
 _RANK_FUNCTION = "bm25(1.0, 0.0)"
-_RANKING = f"INSERT INTO chunks_fts (chunks_fts, rank) VALUES ('rank', '{_RANK_FUNCTION}')"
+_RANKING = "INSERT INTO chunks_fts (chunks_fts, rank) VALUES ('rank', ?)"
 
 # How long a writer waits for another replica's transaction before giving up.
 _BUSY_TIMEOUT_MS = 30_000
@@ -120,7 +120,7 @@ class SQLiteVectorStore:
             # connection's FTS5 query that is running at that moment fail.
             rank = setup.execute("SELECT v FROM chunks_fts_config WHERE k = 'rank'").fetchone()
             if rank is None or rank[0] != _RANK_FUNCTION:
-                setup.execute(_RANKING)
+                setup.execute(_RANKING, (_RANK_FUNCTION,))
         finally:
             setup.close()
 
