@@ -1,0 +1,3 @@
+module trine/deploy/launcher
+
+go 1.26.0
