@@ -47,3 +47,10 @@ def test_dev_key_has_a_kept_webhook_secret_in_the_keys_file(tmp_path: Path) -> N
     path = tmp_path / "keys.json"
     write_keys_file(path, [first])
     assert json.loads(path.read_text())["keys"][0]["webhook_secret"] == first.webhook_secret
+
+
+def test_a_key_can_carry_its_own_rate_limit(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    write_keys_file(path, [ApiKey("slow", "k", ("rag",), rate_per_second=2.5, burst=4)])
+    entry = json.loads(path.read_text())["keys"][0]
+    assert (entry["rate_per_second"], entry["burst"]) == (2.5, 4)

