@@ -110,6 +110,7 @@ def main() -> int:
                 "TRINE_SANDBOX_URL": upstream,
                 "TRINE_INTERNAL_TOKEN": new_internal_token(),
                 "TRINE_KEYS_FILE": str(keys_file),
+                "TRINE_JOBS_SQLITE_PATH": str(tmp / "jobs.sqlite3"),
                 # Limits far above what the machine can send: every request is
                 # checked, none is refused.
                 "TRINE_RATE_PER_SECOND": "1000000000",
