@@ -3,8 +3,9 @@ synchronously through the gateway at the same concurrency.
 
 For each queue backend (SQLite; Redis Streams too, on a private redis-server, when installed)
 and each worker count (1, 2), starts a real stack, then:
-- enqueue: sequential POST /v1/jobs of a trivial sandbox.run (p50/p99), beside GET /healthz
-  through the same gateway as the floor of one round trip;
+- enqueue: sequential POST /v1/jobs of a trivial sandbox.run (p50/p99) from this Python
+  process (beside its GET /healthz, the floor of one round trip for this client) and from the
+  Go load generator of the gateway benchmark (beside a synchronous sandbox.run);
 - throughput against N synchronous calls made by as many client threads as there are workers
   (the baseline, measured in the same stack right before): N jobs queued while the workers are
   stopped, then drained (jobs/s between the completions, from their `updated_at`: what the
@@ -17,6 +18,7 @@ and each worker count (1, 2), starts a real stack, then:
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -28,6 +30,7 @@ from typing import Any
 
 import httpx
 from benchlib import bench_config, pct
+from gateway_overhead import build_load_tool, run_load
 
 from trine.credentials import ApiKey, new_key
 from trine.redis_server import redis_server
@@ -77,6 +80,26 @@ def enqueue_latency(client: httpx.Client, n: int) -> tuple[list[float], list[flo
     return enqueue, floor
 
 
+def enqueue_report(stack: Stack, client: httpx.Client, key: ApiKey, load_tool: Path, n: int) -> str:
+    """Enqueue latency from this process and from the Go load generator, with their floors."""
+    enqueue, floor = enqueue_latency(client, n)
+    job = json.dumps({"type": "sandbox.run", "input": WORK["sandbox.run"][1]})
+    run = json.dumps(WORK["sandbox.run"][1])
+    common = ("-duration", "2s", "-warmup", "50")
+    go = run_load(
+        load_tool, f"{stack.gateway_url}/v1/jobs", key.key, "-body", job, "-expect", "202", *common
+    )
+    sync = run_load(
+        load_tool, f"{stack.gateway_url}/v1/sandbox/run", key.key, "-body", run, *common
+    )
+    return (
+        f"Python client p50 {pct(enqueue, 0.5):.2f} ms p99 {pct(enqueue, 0.99):.2f} ms "
+        f"(its GET /healthz p50 {pct(floor, 0.5):.2f} ms) | Go client p50 "
+        f"{go['p50_us'] / 1000:.2f} ms p99 {go['p99_us'] / 1000:.2f} ms (a synchronous "
+        f"sandbox.run p50 {sync['p50_us'] / 1000:.2f} ms)"
+    )
+
+
 def drain(client: httpx.Client) -> None:
     """Wait until the enqueue measurement's jobs are done, so they do not skew throughput."""
     while True:
@@ -124,7 +147,7 @@ def submit_all(client: httpx.Client, kind: str, n: int) -> list[str]:
 
 
 def throughput(
-    stack: Stack, client: httpx.Client, kind: str, n: int, workers: int
+    stack: Stack, client: httpx.Client, kind: str, n: int, backlog: int, workers: int
 ) -> tuple[float, float, float]:
     """For n units of `kind`: synchronous calls/s with `workers` client threads; jobs/s
     draining a backlog queued while the workers were stopped (the queue and workers alone);
@@ -140,7 +163,8 @@ def throughput(
     names = [f"worker-{i}" for i in range(workers)]
     for name in names:
         stack.stop_service(name)
-    ids = submit_all(client, kind, n)
+    # Large enough that plenty is left once the slowest worker has loaded its model.
+    ids = submit_all(client, kind, backlog)
     starts = {name: stack.log_text(name).count('"worker_ready"') for name in names}
     for name in names:
         stack.restart(name)
@@ -152,8 +176,8 @@ def throughput(
     if wait_done(client, ids, timeout=1800) is None:
         sys.exit(f"bench: {kind} jobs did not finish")
     done = [t for t in completion_times(client, ids) if t > ready]
-    if len(done) < n // 2:
-        sys.exit(f"bench: only {len(done)} of {n} jobs were left when the workers were ready")
+    if len(done) < backlog // 4:
+        sys.exit(f"bench: only {len(done)} jobs were left when the workers were ready")
     backlog_rate = len(done) / (done[-1] - ready)
 
     start = time.time()
@@ -164,7 +188,9 @@ def throughput(
     return sync_rate, backlog_rate, n / (end - start)
 
 
-def run_one(backend: str, redis_url: str | None, workers: int, args: argparse.Namespace) -> None:
+def run_one(
+    backend: str, redis_url: str | None, workers: int, load_tool: Path, args: argparse.Namespace
+) -> None:
     key = ApiKey(id="bench", key=new_key())
     shared = {"TRINE_JOBS_BACKEND": backend}
     if redis_url is not None:
@@ -175,16 +201,13 @@ def run_one(backend: str, redis_url: str | None, workers: int, args: argparse.Na
         with Stack(config, console=None) as stack:
             headers = {"Authorization": f"Bearer {key.key}"}
             with httpx.Client(base_url=stack.gateway_url, headers=headers, timeout=120) as c:
-                enqueue, floor = enqueue_latency(c, args.enqueue)
+                line = enqueue_report(stack, c, key, load_tool, args.enqueue)
                 drain(c)
-                print(
-                    f"{backend:6} workers={workers} enqueue p50 {pct(enqueue, 0.5):.2f} ms "
-                    f"p99 {pct(enqueue, 0.99):.2f} ms (GET /healthz p50 "
-                    f"{pct(floor, 0.5):.2f} ms)",
-                    flush=True,
-                )
+                print(f"{backend:6} workers={workers} enqueue: {line}", flush=True)
                 for kind in WORK:
-                    sync, backlog, open_ = throughput(stack, c, kind, args.jobs, workers)
+                    sync, backlog, open_ = throughput(
+                        stack, c, kind, args.jobs, args.backlog, workers
+                    )
                     print(
                         f"{backend:6} workers={workers} {kind:11} sync {sync:6.1f}/s | jobs "
                         f"from a backlog {backlog:6.1f}/s ({backlog / sync:.2f}x) | submitted "
@@ -197,15 +220,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200, help="jobs per throughput run")
     parser.add_argument("--enqueue", type=int, default=200, help="enqueue samples")
+    parser.add_argument("--backlog", type=int, default=1500, help="jobs queued before draining")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tools:
+        run_all(build_load_tool(Path(tools)), args)
+
+
+def run_all(load_tool: Path, args: argparse.Namespace) -> None:
     for workers in (1, 2):
-        run_one("sqlite", None, workers, args)
+        run_one("sqlite", None, workers, load_tool, args)
     if shutil.which("redis-server") is None:
         print("bench: redis-server is not installed; SQLite only", flush=True)
         return
     for workers in (1, 2):
         with redis_server() as url:
-            run_one("redis", url, workers, args)
+            run_one("redis", url, workers, load_tool, args)
 
 
 if __name__ == "__main__":

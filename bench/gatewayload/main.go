@@ -3,6 +3,7 @@
 //
 //	gatewayload echo -addr 127.0.0.1:0        a minimal upstream: /healthz, and any POST echoed as a small JSON answer
 //	gatewayload load -url U [-key K] ...       drive U and print latency percentiles and throughput as JSON
+//	                                          (-expect 202 for routes that answer 202)
 //
 // Load is either open-model (-rate R: requests start at a constant rate
 // whatever the latency, so queueing shows up in the percentiles) or
@@ -85,6 +86,7 @@ func load(args []string) {
 	conc := fs.Int("concurrency", 1, "closed loop: concurrent workers")
 	dur := fs.Duration("duration", 3*time.Second, "measurement time")
 	warm := fs.Int("warmup", 200, "requests sent before measuring")
+	expect := fs.Int("expect", http.StatusOK, "status code counted as a success")
 	_ = fs.Parse(args)
 
 	client := &http.Client{Transport: &http.Transport{
@@ -103,7 +105,7 @@ func load(args []string) {
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		return time.Since(start), resp.StatusCode == 200
+		return time.Since(start), resp.StatusCode == *expect
 	}
 	for range *warm {
 		send()
