@@ -1,4 +1,5 @@
-"""What every benchmark script shares: percentiles and a stack config for a private stack."""
+"""What every benchmark script shares: percentiles, a stack config for a private stack, and a
+small set of inline documents."""
 
 from __future__ import annotations
 
@@ -10,6 +11,15 @@ from trine.credentials import ApiKey
 from trine.stack import StackConfig, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: Inline documents for RAG queries: the question "What runs untrusted code?" is about the third.
+DOCUMENTS = [
+    "The gateway checks API keys, applies rate limits and routes each request.",
+    "The ML service embeds documents and answers questions from the best passages.",
+    "The sandbox runs untrusted WebAssembly under fuel, memory and time limits.",
+    "Paris is the capital of France.",
+    "Bananas are rich in potassium.",
+]
 
 
 def pct(values: list[float], q: float) -> float:

@@ -19,18 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from benchlib import bench_config, pct
+from benchlib import DOCUMENTS, bench_config, pct
 
 from trine.credentials import ApiKey, new_key
 from trine.stack import Stack
 
-DOCUMENTS = [
-    "The gateway checks API keys, applies rate limits and routes each request.",
-    "The ML service embeds documents and answers questions from the best passages.",
-    "The sandbox runs untrusted WebAssembly under fuel, memory and time limits.",
-    "Paris is the capital of France.",
-    "Bananas are rich in potassium.",
-]
 RAG = {"query": "What runs untrusted code?", "documents": DOCUMENTS}
 RUN = {
     "language": "wat",

@@ -50,6 +50,28 @@ def build_load_tool(out: Path) -> Path:
     return exe
 
 
+def gateway_env(
+    upstream: str, keys_file: Path, extra: dict[str, str] | None = None
+) -> tuple[str, dict[str, str]]:
+    """The address and environment of a gateway in front of the echo upstream, with its state
+    beside `keys_file` and limits far above what the machine can send: every request is
+    checked, none is refused."""
+    addr = f"127.0.0.1:{free_port()}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TRINE_", "REDIS_"))}
+    return addr, base | {
+        "TRINE_GATEWAY_ADDR": addr,
+        "TRINE_ML_URLS": upstream,
+        "TRINE_SANDBOX_URL": upstream,
+        "TRINE_INTERNAL_TOKEN": new_internal_token(),
+        "TRINE_KEYS_FILE": str(keys_file),
+        "TRINE_JOBS_SQLITE_PATH": str(keys_file.parent / "jobs.sqlite3"),
+        "TRINE_RATE_PER_SECOND": "1000000000",
+        "TRINE_RATE_BURST": "1000000000",
+        "TRINE_MAX_IN_FLIGHT": "100000",
+        **(extra or {}),
+    }
+
+
 def wait_http(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -102,21 +124,8 @@ def main() -> int:
             key = ApiKey(id="bench", key=new_key(), scopes=("rag",))
             keys_file = tmp / "keys.json"
             write_keys_file(keys_file, [key])
-            gw_addr = f"127.0.0.1:{free_port()}"
             base_env = {k: v for k, v in os.environ.items() if not k.startswith("TRINE_")}
-            gw_env = base_env | {
-                "TRINE_GATEWAY_ADDR": gw_addr,
-                "TRINE_ML_URLS": upstream,
-                "TRINE_SANDBOX_URL": upstream,
-                "TRINE_INTERNAL_TOKEN": new_internal_token(),
-                "TRINE_KEYS_FILE": str(keys_file),
-                "TRINE_JOBS_SQLITE_PATH": str(tmp / "jobs.sqlite3"),
-                # Limits far above what the machine can send: every request is
-                # checked, none is refused.
-                "TRINE_RATE_PER_SECOND": "1000000000",
-                "TRINE_RATE_BURST": "1000000000",
-                "TRINE_MAX_IN_FLIGHT": "100000",
-            }
+            gw_addr, gw_env = gateway_env(upstream, keys_file)
             gateway = subprocess.Popen(
                 [str(ROOT / "bin" / "trine-gateway")], env=gw_env, stderr=subprocess.DEVNULL
             )

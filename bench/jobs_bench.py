@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from benchlib import bench_config, pct
+from benchlib import DOCUMENTS, bench_config, pct
 from gateway_overhead import build_load_tool, run_load
 
 from trine.credentials import ApiKey, new_key
@@ -44,13 +44,6 @@ HELLO_WAT = (
     " (i32.store (i32.const 4) (i32.const 3))"
     " (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"
 )
-DOCUMENTS = [
-    "The gateway checks API keys, applies rate limits and routes each request.",
-    "The ML service embeds documents and answers questions from the best passages.",
-    "The sandbox runs untrusted WebAssembly under fuel, memory and time limits.",
-    "Paris is the capital of France.",
-    "Bananas are rich in potassium.",
-]
 WORK = {
     "sandbox.run": ("/v1/sandbox/run", {"language": "wat", "code": HELLO_WAT}),
     "rag.query": ("/v1/rag/query", {"query": "What runs untrusted code?", "documents": DOCUMENTS}),

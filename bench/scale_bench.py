@@ -56,16 +56,16 @@ from bigcollection import (
     mixed_vectors,
     random_vectors,
 )
-from gateway_overhead import build_load_tool, run_load, wait_http
+from gateway_overhead import build_load_tool, gateway_env, run_load, wait_http
 from psycopg import sql
 from trine_ml.dependencies import INTERNAL_TOKEN_HEADER
 from trine_ml.embedding import OnnxEmbedder
 from trine_ml.store.postgres import PostgresVectorStore
 from trine_ml.store.sqlite import SQLiteVectorStore
 
-from trine.credentials import ApiKey, new_internal_token, new_key, write_keys_file
+from trine.credentials import ApiKey, new_key, write_keys_file
 from trine.redis_server import redis_server
-from trine.stack import Stack, free_port
+from trine.stack import Stack
 
 MODES = ("dense", "keyword", "hybrid")
 TOP_K = 10
@@ -370,26 +370,6 @@ def bench_rag(args: argparse.Namespace) -> dict[str, float]:
 
 
 # Gateway throughput --------------------------------------------------------------------------
-
-
-def gateway_env(
-    upstream: str, keys_file: Path, extra: dict[str, str]
-) -> tuple[str, dict[str, str]]:
-    """A gateway in front of the echo upstream (as bench/gateway_overhead.py starts it)."""
-    addr = f"127.0.0.1:{free_port()}"
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("TRINE_", "REDIS_"))}
-    return addr, base | {
-        "TRINE_GATEWAY_ADDR": addr,
-        "TRINE_ML_URLS": upstream,
-        "TRINE_SANDBOX_URL": upstream,
-        "TRINE_INTERNAL_TOKEN": new_internal_token(),
-        "TRINE_KEYS_FILE": str(keys_file),
-        # Every request is checked, none is refused.
-        "TRINE_RATE_PER_SECOND": "1000000000",
-        "TRINE_RATE_BURST": "1000000000",
-        "TRINE_MAX_IN_FLIGHT": "100000",
-        **extra,
-    }
 
 
 def limiter_decisions(addr: str) -> dict[str, float]:
