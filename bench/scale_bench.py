@@ -165,7 +165,7 @@ def dense_plan(url: str, options: str) -> str:
             "SELECT collection_id, embedding::text FROM ml_chunks LIMIT 1"
         ).fetchone()
         assert row is not None
-        conn.execute("SET hnsw.ef_search = 100")
+        conn.execute("SET hnsw.ef_search = 200")
         plan = conn.execute(
             "EXPLAIN WITH hits AS MATERIALIZED ("
             " SELECT id, embedding <=> %(v)s::vector AS distance FROM ml_chunks"

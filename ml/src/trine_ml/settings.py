@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     # failing with 503 unavailable.
     database_timeout_s: float = Field(default=5.0, gt=0, le=120)
     # HNSW candidates per dense query (pgvector's hnsw.ef_search); raised to top_k if lower.
-    hnsw_ef_search: int = Field(default=100, ge=10, le=1000)
+    hnsw_ef_search: int = Field(default=200, ge=10, le=1000)
     chunk_tokens: int = Field(default=200, ge=16, le=250)
     chunk_overlap_tokens: int = Field(default=32, ge=0, le=128)
     # Chunks embedded and written per transaction: bounds the memory an ingest holds.

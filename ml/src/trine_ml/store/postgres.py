@@ -60,7 +60,7 @@ class PostgresVectorStore:
         dimension: int,
         pool_size: int = 4,
         pool_timeout_s: float = 5.0,
-        ef_search: int = 100,
+        ef_search: int = 200,
     ) -> None:
         self._dimension = dimension
         self._ef_search = ef_search
