@@ -397,10 +397,10 @@ def test_reporter_gives_up_when_the_lease_would_expire(
     job = ClaimedJob("job_a", "sandbox.run", "{}", 1, 5, "req-a", "token-a")
 
     async def main() -> bool:
-        import httpx
+        import aiohttp
 
         deadline = time.monotonic() + 0.5
-        async with httpx.AsyncClient() as client:
+        async with aiohttp.ClientSession() as client:
             reporter = OutcomeReporter(client, url, TOKEN)
             return await reporter.report(job, Outcome.succeeded({}), lambda: deadline)
 

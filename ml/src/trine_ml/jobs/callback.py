@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import httpx
+import aiohttp
 
 from trine_ml.jobs.queue import ClaimedJob
 
@@ -72,7 +72,7 @@ class OutcomeReporter:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession,
         gateway_url: str,
         secret: str,
         *,
@@ -139,25 +139,30 @@ class OutcomeReporter:
         }
         timeout = max(0.1, min(self._attempt_timeout_s, lease_deadline() - time.monotonic()))
         try:
-            response = await self._client.post(url, content=body, headers=headers, timeout=timeout)
-        except httpx.HTTPError as exc:
+            async with self._client.post(
+                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
+                status = response.status
+                await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
             return type(exc).__name__
-        if response.is_success or response.status_code == 409:
+        accepted = 200 <= status < 300
+        if accepted or status == 409:
             logger.info(
-                "outcome accepted" if response.is_success else "outcome refused: lease not current",
+                "outcome accepted" if accepted else "outcome refused: lease not current",
                 extra={
                     "event": "job_callback",
                     "job_id": job.id,
                     "request_id": job.request_id,
-                    "status": response.status_code,
+                    "status": status,
                 },
             )
             return None
-        if response.status_code == 404:
+        if status == 404:
             # The gateway has no such job: no retry can change that.
             logger.warning(
                 "outcome refused: the gateway does not know this job",
                 extra={"event": "job_callback", "job_id": job.id, "request_id": job.request_id},
             )
             return None
-        return f"status {response.status_code}"
+        return f"status {status}"

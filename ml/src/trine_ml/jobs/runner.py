@@ -10,7 +10,7 @@ import logging
 import re
 from typing import Any
 
-import httpx
+import aiohttp
 from pydantic import ValidationError
 
 from trine_ml.collection_service import NewDocument
@@ -35,7 +35,7 @@ class JobRunner:
     def __init__(
         self,
         services: Services,
-        sandbox: httpx.AsyncClient,
+        sandbox: aiohttp.ClientSession,
         *,
         sandbox_url: str,
         internal_token: str,
@@ -102,33 +102,33 @@ class JobRunner:
             "X-Request-ID": job.request_id,
         }
         try:
-            response = await self._sandbox.post(
+            async with self._sandbox.post(
                 self._sandbox_run_url,
-                content=job.input.encode(),
+                data=job.input.encode(),
                 headers=headers,
-                timeout=self._sandbox_timeout_s,
-            )
-        except httpx.TimeoutException:
+                timeout=aiohttp.ClientTimeout(total=self._sandbox_timeout_s),
+            ) as response:
+                status, raw = response.status, await response.read()
+        except TimeoutError:
             return Outcome.retry("upstream_timeout", "the sandbox did not answer in time")
-        except httpx.HTTPError:
+        except aiohttp.ClientError:
             return Outcome.retry("upstream_error", "could not reach the sandbox")
-        status = response.status_code
         if status == 200:
             try:
-                return Outcome.succeeded(response.json())
+                return Outcome.succeeded(json.loads(raw))
             except ValueError:
                 return Outcome.retry("upstream_error", "the sandbox sent an unusable answer")
-        error_type, message = _envelope(response)
+        error_type, message = _envelope(status, raw)
         if 400 <= status < 500 and status not in _TRANSIENT_4XX:
             return Outcome.failed(error_type, message)
         return Outcome.retry(error_type, message)
 
 
-def _envelope(response: httpx.Response) -> tuple[str, str]:
+def _envelope(status: int, raw: bytes) -> tuple[str, str]:
     """The error envelope's type and message, or a generic pair for the status."""
     try:
-        error = response.json()["error"]
+        error = json.loads(raw)["error"]
         return str(error["type"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
-        kind = "invalid_request" if response.status_code < 500 else "upstream_error"
-        return kind, f"the sandbox answered {response.status_code}"
+        kind = "invalid_request" if status < 500 else "upstream_error"
+        return kind, f"the sandbox answered {status}"
