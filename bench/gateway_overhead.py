@@ -50,6 +50,16 @@ def build_load_tool(out: Path) -> Path:
     return exe
 
 
+def start_echo(tmp: Path, procs: list[subprocess.Popen[str]]) -> tuple[Path, str]:
+    """Builds the load tool into `tmp` and starts its echo upstream (added to `procs`, which
+    the caller stops); returns the tool and the upstream's URL."""
+    exe = build_load_tool(tmp)
+    echo = subprocess.Popen([str(exe), "echo"], stdout=subprocess.PIPE, text=True)
+    procs.append(echo)
+    assert echo.stdout is not None
+    return exe, "http://" + echo.stdout.readline().strip()
+
+
 def gateway_env(
     upstream: str, keys_file: Path, extra: dict[str, str] | None = None
 ) -> tuple[str, dict[str, str]]:
@@ -115,11 +125,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="trine-bench-") as tmp_name:
         tmp = Path(tmp_name)
         try:
-            exe = build_load_tool(tmp)
-            echo = subprocess.Popen([str(exe), "echo"], stdout=subprocess.PIPE, text=True)
-            procs.append(echo)
-            assert echo.stdout is not None
-            upstream = "http://" + echo.stdout.readline().strip()
+            exe, upstream = start_echo(tmp, procs)
 
             key = ApiKey(id="bench", key=new_key(), scopes=("rag",))
             keys_file = tmp / "keys.json"

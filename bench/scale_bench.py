@@ -56,7 +56,7 @@ from bigcollection import (
     mixed_vectors,
     random_vectors,
 )
-from gateway_overhead import build_load_tool, gateway_env, run_load, wait_http
+from gateway_overhead import gateway_env, run_load, start_echo, wait_http
 from psycopg import sql
 from trine_ml.dependencies import INTERNAL_TOKEN_HEADER
 from trine_ml.embedding import OnnxEmbedder
@@ -394,11 +394,7 @@ def bench_gateway(args: argparse.Namespace) -> dict[str, float]:
     ):
         tmp = Path(tmp_name)
         try:
-            exe = build_load_tool(tmp)
-            echo = subprocess.Popen([str(exe), "echo"], stdout=subprocess.PIPE, text=True)
-            procs.append(echo)
-            assert echo.stdout is not None
-            upstream = "http://" + echo.stdout.readline().strip()
+            exe, upstream = start_echo(tmp, procs)
             key = ApiKey(id="bench", key=new_key(), scopes=("rag",))
             keys_file = tmp / "keys.json"
             write_keys_file(keys_file, [key])

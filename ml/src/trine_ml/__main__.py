@@ -11,7 +11,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from trine_ml.app import create_app
-from trine_ml.logs import configure_logging
+from trine_ml.logs import configure_logging, log_invalid_settings
 from trine_ml.settings import Settings
 
 logger = logging.getLogger("trine_ml")
@@ -32,11 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()  # type: ignore[call-arg]  # fields come from the environment
     except ValidationError as exc:
-        problems = [
-            {"field": ".".join(str(p) for p in err["loc"]) or "settings", "problem": err["msg"]}
-            for err in exc.errors(include_input=False, include_url=False)
-        ]
-        logger.error("invalid settings", extra={"event": "invalid_settings", "errors": problems})
+        log_invalid_settings(logger, exc)
         return 2
     logging.getLogger().setLevel(settings.log_level)
     config = uvicorn.Config(

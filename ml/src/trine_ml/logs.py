@@ -8,6 +8,8 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
+
 #: The ID of the request being handled by the current task, if any.
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 #: The job being run by the current task, in the worker.
@@ -65,3 +67,12 @@ def configure_logging(level: str = "INFO") -> None:
     # The SDK's HTTP stack logs request details at INFO; keep it to warnings.
     for name in ("httpx", "httpx2", "httpcore", "httpcore2", "anthropic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def log_invalid_settings(logger: logging.Logger, exc: ValidationError) -> None:
+    """One ``invalid_settings`` line naming every bad setting, without its value."""
+    problems = [
+        {"field": ".".join(str(p) for p in err["loc"]) or "settings", "problem": err["msg"]}
+        for err in exc.errors(include_input=False, include_url=False)
+    ]
+    logger.error("invalid settings", extra={"event": "invalid_settings", "errors": problems})

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from trine_ml.jobs.settings import WorkerSettings
 from trine_ml.jobs.sqlite_queue import check_sqlite_version
-from trine_ml.logs import configure_logging
+from trine_ml.logs import configure_logging, log_invalid_settings
 
 logger = logging.getLogger("trine_ml.worker")
 
@@ -31,11 +31,7 @@ def main() -> int:
         if settings.resolved_backend == "sqlite":
             check_sqlite_version()
     except ValidationError as exc:
-        problems = [
-            {"field": ".".join(str(p) for p in err["loc"]) or "settings", "problem": err["msg"]}
-            for err in exc.errors(include_input=False, include_url=False)
-        ]
-        logger.error("invalid settings", extra={"event": "invalid_settings", "errors": problems})
+        log_invalid_settings(logger, exc)
         return 2
     except RuntimeError as exc:
         logger.error(str(exc), extra={"event": "invalid_settings"})
