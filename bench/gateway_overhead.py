@@ -118,6 +118,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="measurement time per run")
     parser.add_argument("--rate", type=float, default=500.0, help="open-model request rate")
     parser.add_argument("--concurrency", type=int, default=32, help="closed-loop workers")
+    parser.add_argument(
+        "--gateway-gomaxprocs",
+        type=int,
+        default=0,
+        help="GOMAXPROCS for the gateway (0: Go's default, one per core); on a small machine "
+        "shared with the upstream and the load generator, 1 spares thread wake-ups",
+    )
     args = parser.parse_args()
     dur = f"{args.seconds}s"
 
@@ -131,7 +138,9 @@ def main() -> int:
             keys_file = tmp / "keys.json"
             write_keys_file(keys_file, [key])
             base_env = {k: v for k, v in os.environ.items() if not k.startswith("TRINE_")}
-            gw_addr, gw_env = gateway_env(upstream, keys_file)
+            gomaxprocs = args.gateway_gomaxprocs
+            procs_env = {"GOMAXPROCS": str(gomaxprocs)} if gomaxprocs else {}
+            gw_addr, gw_env = gateway_env(upstream, keys_file, procs_env)
             gateway = subprocess.Popen(
                 [str(ROOT / "bin" / "trine-gateway")], env=gw_env, stderr=subprocess.DEVNULL
             )
