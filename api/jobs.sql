@@ -30,6 +30,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_owner_idempotency
 -- The claim's two cases: queued and available, or running with an expired lease.
 CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (available_at) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (lease_expires_at) WHERE status = 'running';
+-- Retention (the gateway's reaper): finished jobs and idempotency keys, oldest first.
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (updated_at) WHERE status IN ('succeeded', 'failed');
+CREATE INDEX IF NOT EXISTS jobs_idempotency_age ON jobs (created_at) WHERE idempotency_key IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
     id               TEXT PRIMARY KEY,          -- msg_ + the job id's suffix: the webhook-id

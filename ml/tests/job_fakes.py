@@ -33,6 +33,8 @@ def expected_signature(secret: str, message_id: str, timestamp: str, body: bytes
 
 @dataclass
 class Callback:
+    """One entry of a batch callback, with the request's headers and the entry's answer."""
+
     job_id: str
     body: dict[str, Any]
     headers: dict[str, str]
@@ -41,8 +43,9 @@ class Callback:
 
 @dataclass
 class FakeGateway:
-    """``POST /internal/jobs/{id}/outcome``. ``failures`` answers are 500 first; then, with
-    ``db_path``, the outcome is applied (409 when the lease token is not the current one)."""
+    """``POST /internal/jobs/outcomes``. ``failures`` requests are answered 500 first; then,
+    with ``db_path``, each entry is applied (409 when the lease token is not the current
+    one). ``requests`` counts the requests that got an answer."""
 
     secret: str
     db_path: Path | None = None
@@ -50,6 +53,7 @@ class FakeGateway:
     # While cleared, outcome requests wait for it before being answered.
     answer: threading.Event = field(default_factory=threading.Event)
     callbacks: list[Callback] = field(default_factory=list)
+    requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -57,7 +61,7 @@ class FakeGateway:
 
     def app(self) -> Starlette:
         return Starlette(
-            routes=[Route("/internal/jobs/{job_id}/outcome", self._outcome, methods=["POST"])]
+            routes=[Route("/internal/jobs/outcomes", self._outcomes, methods=["POST"])]
         )
 
     def accepted(self) -> list[Callback]:
@@ -68,17 +72,28 @@ class FakeGateway:
         with self.lock:
             return list(self.callbacks)
 
-    async def _outcome(self, request: Request) -> Response:
-        job_id = request.path_params["job_id"]
+    async def _outcomes(self, request: Request) -> Response:
         raw = await request.body()
         await asyncio.to_thread(self.answer.wait)
         headers = dict(request.headers)
-        status = self._decide(job_id, raw, headers)
+        status = self._check(raw, headers)
+        results = []
+        for entry in json.loads(raw)["outcomes"]:
+            job_id = entry["id"]
+            entry_status = status
+            if status == 200 and self.db_path is not None:
+                entry_status = apply_outcome(self.db_path, entry)
+            with self.lock:
+                self.callbacks.append(Callback(job_id, entry, headers, entry_status))
+            results.append({"id": job_id, "status": entry_status})
         with self.lock:
-            self.callbacks.append(Callback(job_id, json.loads(raw), headers, status))
-        return JSONResponse({"id": job_id}, status_code=status)
+            self.requests += 1
+        if status != 200:
+            return JSONResponse({}, status_code=status)
+        return JSONResponse({"results": results})
 
-    def _decide(self, job_id: str, raw: bytes, headers: dict[str, str]) -> int:
+    def _check(self, raw: bytes, headers: dict[str, str]) -> int:
+        """The request's status: 401 for a bad signature, 500 while failing, else 200."""
         message_id = headers.get("webhook-id", "")
         timestamp = headers.get("webhook-timestamp", "0")
         signature = headers.get("webhook-signature", "")
@@ -92,13 +107,12 @@ class FakeGateway:
             if self.failures > 0:
                 self.failures -= 1
                 return 500
-        if self.db_path is None:
-            return 200
-        return apply_outcome(self.db_path, job_id, json.loads(raw))
+        return 200
 
 
-def apply_outcome(db_path: Path, job_id: str, body: dict[str, Any]) -> int:
-    """The gateway's side of the callback, enough for the tests."""
+def apply_outcome(db_path: Path, body: dict[str, Any]) -> int:
+    """The gateway's side of one entry of the callback, enough for the tests."""
+    job_id = body["id"]
     conn = sqlite3.connect(db_path, timeout=5)
     try:
         row = conn.execute(
@@ -149,7 +163,8 @@ RUN_OK = {
 class FakeSandbox:
     """``POST /run``; the run's ``code`` picks the answer: ``ok``, ``timeout`` (a guest
     timeout, still 200), ``bad`` (400), ``busy`` (503), ``slow`` (200 after a moment),
-    ``stall`` (no answer until the client goes away)."""
+    ``stall`` (no answer until the client goes away), ``missing`` (503: the language's
+    interpreter is not installed)."""
 
     requests: list[dict[str, Any]] = field(default_factory=list)
     stalled: threading.Event = field(default_factory=threading.Event)
@@ -168,6 +183,10 @@ class FakeSandbox:
             return _error(400, "invalid_request", "unknown language 'cobol'")
         if code == "busy":
             return _error(503, "unavailable", "every run slot is taken")
+        if code == "missing":
+            # The sandbox's own words (sandbox/src/error.rs), without Retry-After.
+            message = f"language '{body.get('language')}' is not installed on this sandbox"
+            return _error(503, "unavailable", message, retry_after=False)
         if code == "slow":
             self.stalled.set()
             await asyncio.sleep(0.3)
@@ -181,7 +200,7 @@ class FakeSandbox:
         return JSONResponse(RUN_OK)
 
 
-def _error(status: int, kind: str, message: str) -> JSONResponse:
+def _error(status: int, kind: str, message: str, *, retry_after: bool = True) -> JSONResponse:
     body = {"error": {"type": kind, "message": message, "request_id": "sandbox-req"}}
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = {"Retry-After": "1"} if status == 503 and retry_after else None
     return JSONResponse(body, status_code=status, headers=headers)

@@ -10,7 +10,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from trine_ml.jobs.queue import JobQueue, now_ms
+from trine_ml.jobs.queue import ClaimedJob, JobQueue, now_ms
 
 
 class QueueHarness(Protocol):
@@ -60,6 +60,13 @@ def run(harness: HarnessFactory, scenario: Callable[[QueueHarness], Awaitable[An
     return asyncio.run(main())
 
 
+async def claim_one(queue: JobQueue) -> ClaimedJob | None:
+    """A claim of one job, as a worker that does not know its pace yet makes."""
+    jobs = await queue.claim()
+    assert len(jobs) <= 1
+    return jobs[0] if jobs else None
+
+
 async def expire() -> None:
     """Outlives a SHORT_LEASE_MS lease (and, for Redis, the entry's idle time)."""
     await asyncio.sleep(SHORT_LEASE_MS / 1000 * 1.75)
@@ -69,7 +76,7 @@ class JobQueueConformance:
     def test_empty_queue_claims_nothing(self, harness: HarnessFactory) -> None:
         async def scenario(h: QueueHarness) -> None:
             queue = await h.make_queue("w1", LONG_LEASE_MS)
-            assert await queue.claim() is None
+            assert await claim_one(queue) is None
 
         run(harness, scenario)
 
@@ -79,7 +86,7 @@ class JobQueueConformance:
             await h.enqueue("job_a", input_json=body, request_id="req-a", max_attempts=3)
             queue = await h.make_queue("w1", LONG_LEASE_MS)
             before = now_ms()
-            job = await queue.claim()
+            job = await claim_one(queue)
             assert job is not None
             assert (job.id, job.type, job.input, job.request_id) == (
                 "job_a",
@@ -95,7 +102,7 @@ class JobQueueConformance:
             assert stored["lease_owner"] == "w1"
             assert stored["lease_token"] == job.lease_token
             assert before + LONG_LEASE_MS <= stored["lease_expires_at"] <= now_ms() + LONG_LEASE_MS
-            assert await queue.claim() is None  # the only job is leased
+            assert await claim_one(queue) is None  # the only job is leased
 
         run(harness, scenario)
 
@@ -105,7 +112,7 @@ class JobQueueConformance:
             for i, job_id in enumerate(["job_1", "job_2", "job_3"]):
                 await h.enqueue(job_id, available_at=now - 3000 + i * 1000)
             queue = await h.make_queue("w1", LONG_LEASE_MS)
-            claimed = [await queue.claim() for _ in range(4)]
+            claimed = [await claim_one(queue) for _ in range(4)]
             assert [job.id if job else None for job in claimed] == [
                 "job_1",
                 "job_2",
@@ -119,7 +126,7 @@ class JobQueueConformance:
         async def scenario(h: QueueHarness) -> None:
             await h.enqueue("job_later", available_at=now_ms() + 60_000)
             queue = await h.make_queue("w1", LONG_LEASE_MS)
-            assert await queue.claim() is None
+            assert await claim_one(queue) is None
             assert (await h.record("job_later"))["status"] == "queued"
 
         run(harness, scenario)
@@ -128,7 +135,7 @@ class JobQueueConformance:
         async def scenario(h: QueueHarness) -> None:
             await h.enqueue("job_a")
             queue = await h.make_queue("w1", LONG_LEASE_MS)
-            job = await queue.claim()
+            job = await claim_one(queue)
             assert job is not None
             first = (await h.record("job_a"))["lease_expires_at"]
             await asyncio.sleep(0.02)
@@ -144,7 +151,7 @@ class JobQueueConformance:
             await h.enqueue("job_a")
             await h.enqueue("job_b")
             queue = await h.make_queue("w1", LONG_LEASE_MS)
-            a, b = await queue.claim(), await queue.claim()
+            a, b = await claim_one(queue), await claim_one(queue)
             assert a is not None
             assert b is not None
             await h.update("job_a", lease_token="someone-else")
@@ -159,7 +166,7 @@ class JobQueueConformance:
         async def scenario(h: QueueHarness) -> None:
             await h.enqueue("job_a")
             queue = await h.make_queue("w1", LONG_LEASE_MS)
-            job = await queue.claim()
+            job = await claim_one(queue)
             assert job is not None
             assert await queue.release(job)
             stored = await h.record("job_a")
@@ -168,7 +175,7 @@ class JobQueueConformance:
             assert stored["lease_expires_at"] is None
             assert stored["available_at"] <= now_ms()
             assert not await queue.release(job)  # not ours any more
-            again = await queue.claim()
+            again = await claim_one(queue)
             assert again is not None
             assert (again.id, again.attempts) == ("job_a", 1)
             assert again.lease_token != job.lease_token
@@ -181,12 +188,12 @@ class JobQueueConformance:
         async def scenario(h: QueueHarness) -> None:
             await h.enqueue("job_a", max_attempts=3)
             dead = await h.make_queue("w-dead", SHORT_LEASE_MS)
-            first = await dead.claim()
+            first = await claim_one(dead)
             assert first is not None
             live = await h.make_queue("w-live", SHORT_LEASE_MS)
-            assert await live.claim() is None  # the lease is still live
+            assert await claim_one(live) is None  # the lease is still live
             await expire()
-            second = await live.claim()
+            second = await claim_one(live)
             assert second is not None
             assert (second.id, second.attempts) == ("job_a", 2)
             assert second.lease_token != first.lease_token
@@ -201,10 +208,10 @@ class JobQueueConformance:
         async def scenario(h: QueueHarness) -> None:
             await h.enqueue("job_a", max_attempts=1)
             dead = await h.make_queue("w-dead", SHORT_LEASE_MS)
-            assert await dead.claim() is not None
+            assert await claim_one(dead) is not None
             await expire()
             other = await h.make_queue("w-other", SHORT_LEASE_MS)
-            assert await other.claim() is None  # the gateway's reaper fails it
+            assert await claim_one(other) is None  # the gateway's reaper fails it
             stored = await h.record("job_a")
             assert (stored["status"], stored["attempts"]) == ("running", 1)
 
@@ -219,7 +226,7 @@ class JobQueueConformance:
 
             async def drain(queue: JobQueue) -> list[str]:
                 taken = []
-                while (job := await queue.claim()) is not None:
+                while (job := await claim_one(queue)) is not None:
                     taken.append(job.id)
                 return taken
 
@@ -228,5 +235,49 @@ class JobQueueConformance:
             assert sorted(every) == ids  # each job once, none left
             for job_id in ids:
                 assert (await h.record(job_id))["attempts"] == 1
+
+        run(harness, scenario)
+
+    def test_a_batch_claim_takes_a_lease_per_job(self, harness: HarnessFactory) -> None:
+        async def scenario(h: QueueHarness) -> None:
+            now = now_ms()
+            ids = [f"job_{i}" for i in range(5)]
+            for i, job_id in enumerate(ids):
+                await h.enqueue(job_id, available_at=now - 5000 + i * 1000)
+            queue = await h.make_queue("w1", LONG_LEASE_MS)
+            batch = await queue.claim(3)
+            assert [job.id for job in batch] == ids[:3]  # availability order, up to the limit
+            assert len({job.lease_token for job in batch}) == 3
+            for job in batch:
+                stored = await h.record(job.id)
+                assert (stored["status"], stored["lease_token"]) == ("running", job.lease_token)
+            # Each lease lives on its own: one released, one lost, one renewed.
+            assert await queue.release(batch[0])
+            await h.update(batch[1].id, lease_token="someone-else")
+            assert not await queue.renew(batch[1])
+            assert await queue.renew(batch[2])
+            assert (await h.record(batch[0].id))["status"] == "queued"
+            rest = await queue.claim(10)
+            assert sorted(job.id for job in rest) == [ids[0], *ids[3:]]
+            assert await queue.claim(10) == []
+
+        run(harness, scenario)
+
+    def test_concurrent_batch_claimers_get_distinct_jobs(self, harness: HarnessFactory) -> None:
+        async def scenario(h: QueueHarness) -> None:
+            ids = [f"job_{i:02d}" for i in range(40)]
+            for job_id in ids:
+                await h.enqueue(job_id)
+            queues = [await h.make_queue(f"w{i}", LONG_LEASE_MS) for i in range(4)]
+
+            async def drain(queue: JobQueue) -> list[str]:
+                taken = []
+                while jobs := await queue.claim(3):
+                    taken.extend(job.id for job in jobs)
+                return taken
+
+            taken = await asyncio.gather(*(drain(q) for q in queues))
+            every = [job_id for part in taken for job_id in part]
+            assert sorted(every) == ids
 
         run(harness, scenario)

@@ -14,6 +14,7 @@ from job_queue_conformance import (
     HarnessFactory,
     JobQueueConformance,
     QueueHarness,
+    claim_one,
     expire,
 )
 from queue_harness import RedisHarness
@@ -56,7 +57,7 @@ def test_entry_is_acknowledged_only_by_ack(redis_url: str) -> None:
     async def scenario(h: RedisHarness) -> None:
         await h.enqueue("job_a")
         queue = await h.make_queue("w1", LONG_LEASE_MS)
-        job = await queue.claim()
+        job = await claim_one(queue)
         assert job is not None
         assert job.entry_id is not None
         assert await pending(h) == [(job.entry_id, "w1")]
@@ -72,15 +73,32 @@ def test_entry_is_acknowledged_only_by_ack(redis_url: str) -> None:
     run(redis_url, scenario)
 
 
+def test_a_batch_claim_reads_several_entries_and_acks_them_together(redis_url: str) -> None:
+    async def scenario(h: RedisHarness) -> None:
+        for job_id in ("job_a", "job_b", "job_c"):
+            await h.enqueue(job_id)
+        queue = await h.make_queue("w1", LONG_LEASE_MS)
+        jobs = await queue.claim(5)
+        assert [job.id for job in jobs] == ["job_a", "job_b", "job_c"]
+        assert sorted(await pending(h)) == sorted((job.entry_id, "w1") for job in jobs)
+        await asyncio.gather(*(queue.ack(job) for job in jobs[:2]))
+        assert await pending(h) == [(jobs[2].entry_id, "w1")]
+        await queue.ack(jobs[2])
+        assert await pending(h) == []
+        assert await h.client.xlen(STREAM) == 0
+
+    run(redis_url, scenario)
+
+
 def test_dead_workers_entry_is_autoclaimed(redis_url: str) -> None:
     async def scenario(h: RedisHarness) -> None:
         await h.enqueue("job_a")
         dead = await h.make_queue("w-dead", SHORT_LEASE_MS)
-        first = await dead.claim()
+        first = await claim_one(dead)
         assert first is not None
         await expire()
         live = await h.make_queue("w-live", SHORT_LEASE_MS)
-        second = await live.claim()
+        second = await claim_one(live)
         assert second is not None
         assert (second.id, second.attempts, second.entry_id) == ("job_a", 2, first.entry_id)
         assert await pending(h) == [(first.entry_id, "w-live")]
@@ -93,7 +111,7 @@ def test_release_adds_a_new_entry_and_drops_the_old(redis_url: str) -> None:
     async def scenario(h: RedisHarness) -> None:
         await h.enqueue("job_a")
         queue = await h.make_queue("w1", LONG_LEASE_MS)
-        job = await queue.claim()
+        job = await claim_one(queue)
         assert job is not None
         assert await queue.release(job)
         assert await pending(h) == []
@@ -116,7 +134,7 @@ def test_entries_the_claim_refuses_are_dropped(redis_url: str) -> None:
             "job_held", status="running", lease_token="other", lease_expires_at=10**13, attempts=1
         )
         queue = await h.make_queue("w1", LONG_LEASE_MS)
-        assert await queue.claim() is None
+        assert await claim_one(queue) is None
         # Finished, unknown, or leased by a live worker (whose death the reaper handles).
         assert await h.client.xlen(STREAM) == 0
         assert await pending(h) == []

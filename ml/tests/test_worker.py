@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from job_fakes import Callback, FakeGateway, FakeSandbox
 from queue_harness import RedisHarness, SQLiteHarness
 from servers import serve_in_thread
 from trine_ml.app import create_app
-from trine_ml.embedding import OnnxEmbedder
+from trine_ml.embedding import OpenVinoEmbedder
 from trine_ml.jobs.callback import Outcome, OutcomeReporter
 from trine_ml.jobs.queue import ClaimedJob, now_ms
 from trine_ml.jobs.redis_queue import GROUP, STREAM
@@ -76,7 +77,7 @@ def make_worker_settings(
 WorkerBody = Callable[[asyncio.Event], Awaitable[None]]
 
 
-def with_worker(settings: WorkerSettings, model: OnnxEmbedder, body: WorkerBody) -> None:
+def with_worker(settings: WorkerSettings, model: OpenVinoEmbedder, body: WorkerBody) -> None:
     """Runs a worker while ``body`` runs; then stops it and waits for it to return."""
 
     async def main() -> None:
@@ -111,7 +112,7 @@ def test_jobs_run_in_process_and_report_signed_outcomes(
     gateway: tuple[FakeGateway, str],
     sandbox: tuple[FakeSandbox, str],
     queue_db: SQLiteHarness,
-    onnx_model: OnnxEmbedder,
+    embedding_model: OpenVinoEmbedder,
     make_settings: Callable[..., Any],
 ) -> None:
     fake_gateway, fake_sandbox = gateway[0], sandbox[0]
@@ -143,13 +144,12 @@ def test_jobs_run_in_process_and_report_signed_outcomes(
     async def body(_: asyncio.Event) -> None:
         await until(lambda: len(fake_gateway.accepted()) == len(jobs))
 
-    with_worker(make_worker_settings(), onnx_model, body)
+    with_worker(make_worker_settings(), embedding_model, body)
 
     callbacks = fake_gateway.all()
     assert [c.status for c in callbacks] == [200] * len(jobs)  # signatures verified
     assert [c.job_id for c in callbacks] == [job_id for job_id, _, _ in jobs]  # claim order
     for callback in callbacks:
-        assert callback.headers["x-request-id"] == f"req-{callback.job_id}"
         assert callback.body["outcome"] == "succeeded"
         assert callback.body["lease_token"]
         assert queue_db.record_now(callback.job_id)["status"] == "succeeded"
@@ -158,7 +158,7 @@ def test_jobs_run_in_process_and_report_signed_outcomes(
     assert results["job_run"]["status"] == "ok"
     assert results["job_guest_timeout"]["status"] == "timeout"
     # The same JSON as the synchronous routes give on the same store.
-    app = create_app(make_settings(), embedder=onnx_model)
+    app = create_app(make_settings(), embedder=embedding_model)
     with TestClient(app) as client:
         assert client.get("/collections/kb", headers=AUTH).json()["documents"] == 2
         for job_id, job_type, raw in jobs[1:3]:
@@ -178,7 +178,7 @@ def test_refusals_fail_and_transient_errors_retry(
     make_worker_settings: Callable[..., WorkerSettings],
     gateway: tuple[FakeGateway, str],
     queue_db: SQLiteHarness,
-    onnx_model: OnnxEmbedder,
+    embedding_model: OpenVinoEmbedder,
 ) -> None:
     fake_gateway = gateway[0]
     jobs = {
@@ -189,6 +189,7 @@ def test_refusals_fail_and_transient_errors_retry(
         "job_no_docs": ("ingest", {"collection": "kb", "documents": []}),
         "job_bad_run": ("sandbox.run", {"language": "cobol", "code": "bad"}),
         "job_busy": ("sandbox.run", {"language": "python", "code": "busy"}),
+        "job_no_runtime": ("sandbox.run", {"language": "python", "code": "missing"}),
     }
     for job_id, (job_type, body) in jobs.items():
         queue_db.enqueue_now(job_id, job_type=job_type, input_json=json.dumps(body))
@@ -196,7 +197,7 @@ def test_refusals_fail_and_transient_errors_retry(
     async def body(_: asyncio.Event) -> None:
         await until(lambda: len(fake_gateway.accepted()) == len(jobs))
 
-    with_worker(make_worker_settings(), onnx_model, body)
+    with_worker(make_worker_settings(), embedding_model, body)
 
     outcomes = outcomes_by_job(fake_gateway.accepted())
     kinds = {job_id: (o["outcome"], o["error"]["type"]) for job_id, o in outcomes.items()}
@@ -208,19 +209,25 @@ def test_refusals_fail_and_transient_errors_retry(
         "job_no_docs": ("failed", "invalid_request"),
         "job_bad_run": ("failed", "invalid_request"),
         "job_busy": ("retry", "unavailable"),
+        # A 503 too, but no later attempt can find the interpreter: failed at once.
+        "job_no_runtime": ("failed", "unavailable"),
     }
     assert outcomes["job_bad_run"]["error"]["message"] == "unknown language 'cobol'"
     assert outcomes["job_empty_query"]["error"]["message"].startswith("query")
     assert "result" not in outcomes["job_busy"]
     assert queue_db.record_now("job_busy")["status"] == "queued"
     assert queue_db.record_now("job_bad_run")["status"] == "failed"
+    assert queue_db.record_now("job_no_runtime")["status"] == "failed"
+    assert outcomes["job_no_runtime"]["error"]["message"] == (
+        "language 'python' is not installed on this sandbox"
+    )
 
 
 def test_unreachable_sandbox_is_a_retry(
     make_worker_settings: Callable[..., WorkerSettings],
     gateway: tuple[FakeGateway, str],
     queue_db: SQLiteHarness,
-    onnx_model: OnnxEmbedder,
+    embedding_model: OpenVinoEmbedder,
 ) -> None:
     fake_gateway = gateway[0]
     queue_db.enqueue_now("job_a", input_json=sandbox_input("ok"))
@@ -229,7 +236,7 @@ def test_unreachable_sandbox_is_a_retry(
         await until(lambda: len(fake_gateway.accepted()) == 1)
 
     settings = make_worker_settings(sandbox_url="http://127.0.0.1:9")  # discard: refused
-    with_worker(settings, onnx_model, body)
+    with_worker(settings, embedding_model, body)
     outcome = fake_gateway.accepted()[0].body
     assert (outcome["outcome"], outcome["error"]["type"]) == ("retry", "upstream_error")
 
@@ -239,7 +246,7 @@ def test_concurrent_slots_run_each_job_once(
     gateway: tuple[FakeGateway, str],
     sandbox: tuple[FakeSandbox, str],
     queue_db: SQLiteHarness,
-    onnx_model: OnnxEmbedder,
+    embedding_model: OpenVinoEmbedder,
 ) -> None:
     fake_gateway, fake_sandbox = gateway[0], sandbox[0]
     ids = [f"job_{i}" for i in range(8)]
@@ -249,40 +256,51 @@ def test_concurrent_slots_run_each_job_once(
     async def body(_: asyncio.Event) -> None:
         await until(lambda: len(fake_gateway.accepted()) == len(ids))
 
-    with_worker(make_worker_settings(worker_concurrency=3), onnx_model, body)
+    with_worker(make_worker_settings(worker_concurrency=3), embedding_model, body)
     assert sorted(c.job_id for c in fake_gateway.all()) == ids
     assert len(fake_sandbox.requests) == len(ids)
     assert {queue_db.record_now(job_id)["attempts"] for job_id in ids} == {1}
 
 
-def test_a_slot_runs_its_next_job_while_the_last_report_is_in_flight(
+def test_a_slot_runs_on_while_a_report_is_in_flight_and_the_next_report_carries_the_rest(
     make_worker_settings: Callable[..., WorkerSettings],
     gateway: tuple[FakeGateway, str],
     sandbox: tuple[FakeSandbox, str],
     queue_db: SQLiteHarness,
-    onnx_model: OnnxEmbedder,
+    embedding_model: OpenVinoEmbedder,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fake_gateway, fake_sandbox = gateway[0], sandbox[0]
+    caplog.set_level(logging.INFO, logger="trine_ml.worker")
     fake_gateway.answer.clear()
-    for job_id in ("job_1", "job_2"):
-        queue_db.enqueue_now(job_id, input_json=sandbox_input("ok"))
+    ids = ["job_1", "job_2", "job_3"]
+    for i, job_id in enumerate(ids):
+        queue_db.enqueue_now(job_id, input_json=sandbox_input("ok"), available_at=i + 1)
+
+    def ran() -> int:
+        return sum(getattr(r, "event", None) == "job_outcome" for r in caplog.records)
 
     async def body(_: asyncio.Event) -> None:
         # One slot, and the gateway has not answered the first report yet.
-        await until(lambda: len(fake_sandbox.requests) == 2)
+        await until(lambda: ran() == len(ids))
         assert fake_gateway.all() == []
         fake_gateway.answer.set()
-        await until(lambda: len(fake_gateway.accepted()) == 2)
+        await until(lambda: len(fake_gateway.accepted()) == len(ids))
 
-    with_worker(make_worker_settings(worker_concurrency=1), onnx_model, body)
-    assert {queue_db.record_now(j)["status"] for j in ("job_1", "job_2")} == {"succeeded"}
+    with_worker(make_worker_settings(worker_concurrency=1), embedding_model, body)
+    assert len(fake_sandbox.requests) == len(ids)
+    # The first report went alone; the two outcomes that came meanwhile, together.
+    requests = [c.headers["webhook-id"] for c in fake_gateway.all()]
+    assert fake_gateway.requests == 2
+    assert [requests.count(r) for r in dict.fromkeys(requests)] == [1, 2]
+    assert {queue_db.record_now(j)["status"] for j in ids} == {"succeeded"}
 
 
 def test_callback_is_retried_until_the_gateway_accepts_it(
     make_worker_settings: Callable[..., WorkerSettings],
     gateway: tuple[FakeGateway, str],
     queue_db: SQLiteHarness,
-    onnx_model: OnnxEmbedder,
+    embedding_model: OpenVinoEmbedder,
 ) -> None:
     fake_gateway = gateway[0]
     fake_gateway.failures = 3
@@ -291,7 +309,7 @@ def test_callback_is_retried_until_the_gateway_accepts_it(
     async def body(_: asyncio.Event) -> None:
         await until(lambda: len(fake_gateway.accepted()) == 1)
 
-    with_worker(make_worker_settings(), onnx_model, body)
+    with_worker(make_worker_settings(), embedding_model, body)
     callbacks = fake_gateway.all()
     assert [c.status for c in callbacks] == [500, 500, 500, 200]
     assert len({c.headers["webhook-id"] for c in callbacks}) == 4
@@ -305,7 +323,7 @@ def test_a_stale_lease_gets_409_and_the_worker_moves_on(
     gateway: tuple[FakeGateway, str],
     sandbox: tuple[FakeSandbox, str],
     queue_db: SQLiteHarness,
-    onnx_model: OnnxEmbedder,
+    embedding_model: OpenVinoEmbedder,
 ) -> None:
     fake_gateway, fake_sandbox = gateway[0], sandbox[0]
     queue_db.enqueue_now("job_slow", input_json=sandbox_input("slow"), available_at=1)
@@ -318,7 +336,7 @@ def test_a_stale_lease_gets_409_and_the_worker_moves_on(
         queue_db.update_now("job_slow", status="failed", lease_token=None)
         await until(lambda: "job_next" in outcomes_by_job(fake_gateway.accepted()))
 
-    with_worker(make_worker_settings(), onnx_model, body)
+    with_worker(make_worker_settings(), embedding_model, body)
     assert all(c.status in (200, 409) for c in fake_gateway.all())
     assert queue_db.record_now("job_slow")["status"] == "failed"
     assert queue_db.record_now("job_next")["status"] == "succeeded"
@@ -329,7 +347,7 @@ def test_lost_lease_cancels_the_job_and_drops_its_result(
     gateway: tuple[FakeGateway, str],
     sandbox: tuple[FakeSandbox, str],
     queue_db: SQLiteHarness,
-    onnx_model: OnnxEmbedder,
+    embedding_model: OpenVinoEmbedder,
 ) -> None:
     fake_gateway, fake_sandbox = gateway[0], sandbox[0]
     queue_db.enqueue_now("job_stalled", input_json=sandbox_input("stall"))
@@ -342,7 +360,7 @@ def test_lost_lease_cancels_the_job_and_drops_its_result(
         queue_db.enqueue_now("job_after", input_json=sandbox_input("ok"))
         await until(lambda: len(fake_gateway.accepted()) == 1)
 
-    with_worker(make_worker_settings(job_lease=0.3), onnx_model, body)
+    with_worker(make_worker_settings(job_lease=0.3), embedding_model, body)
     assert fake_sandbox.client_went_away.is_set()
     assert [c.job_id for c in fake_gateway.all()] == ["job_after"]
     assert queue_db.record_now("job_stalled")["lease_token"] == "another-worker"
@@ -353,7 +371,7 @@ def test_shutdown_releases_a_job_that_outlives_the_grace_period(
     gateway: tuple[FakeGateway, str],
     sandbox: tuple[FakeSandbox, str],
     queue_db: SQLiteHarness,
-    onnx_model: OnnxEmbedder,
+    embedding_model: OpenVinoEmbedder,
 ) -> None:
     fake_gateway, fake_sandbox = gateway[0], sandbox[0]
     queue_db.enqueue_now("job_stalled", input_json=sandbox_input("stall"))
@@ -362,10 +380,39 @@ def test_shutdown_releases_a_job_that_outlives_the_grace_period(
         await asyncio.to_thread(fake_sandbox.stalled.wait, HANG_GUARD_S)
         stop.set()
 
-    with_worker(make_worker_settings(worker_shutdown_grace=0.1), onnx_model, body)
+    with_worker(make_worker_settings(worker_shutdown_grace=0.1), embedding_model, body)
     stored = queue_db.record_now("job_stalled")
     assert (stored["status"], stored["attempts"], stored["lease_token"]) == ("queued", 0, None)
     assert fake_gateway.all() == []
+
+
+def test_a_slot_claims_ahead_and_shutdown_releases_what_it_did_not_start(
+    make_worker_settings: Callable[..., WorkerSettings],
+    gateway: tuple[FakeGateway, str],
+    sandbox: tuple[FakeSandbox, str],
+    queue_db: SQLiteHarness,
+    embedding_model: OpenVinoEmbedder,
+) -> None:
+    fake_gateway, fake_sandbox = gateway[0], sandbox[0]
+    codes = {"job_1": "ok", "job_2": "stall", "job_3": "ok", "job_4": "ok"}
+    for i, (job_id, code) in enumerate(codes.items()):
+        queue_db.enqueue_now(job_id, input_json=sandbox_input(code), available_at=i + 1)
+
+    async def body(stop: asyncio.Event) -> None:
+        await asyncio.to_thread(fake_sandbox.stalled.wait, HANG_GUARD_S)
+        # job_1 alone (the slot's pace unknown), then the rest in one claim: job_3 and job_4
+        # wait behind the stalled job_2 under their own leases.
+        assert {queue_db.record_now(j)["status"] for j in ("job_3", "job_4")} == {"running"}
+        stop.set()
+
+    # Claiming a minute ahead (a tenth of the lease) takes every job once the pace is known.
+    settings = make_worker_settings(worker_claim_ahead=60, job_lease=600, worker_shutdown_grace=0.1)
+    with_worker(settings, embedding_model, body)
+    assert [c.job_id for c in fake_gateway.accepted()] == ["job_1"]
+    assert [r["body"]["code"] for r in fake_sandbox.requests] == ["ok", "stall"]
+    for job_id in ("job_2", "job_3", "job_4"):
+        stored = queue_db.record_now(job_id)
+        assert (stored["status"], stored["attempts"], stored["lease_token"]) == ("queued", 0, None)
 
 
 def test_shutdown_lets_a_running_job_finish_within_the_grace_period(
@@ -373,7 +420,7 @@ def test_shutdown_lets_a_running_job_finish_within_the_grace_period(
     gateway: tuple[FakeGateway, str],
     sandbox: tuple[FakeSandbox, str],
     queue_db: SQLiteHarness,
-    onnx_model: OnnxEmbedder,
+    embedding_model: OpenVinoEmbedder,
 ) -> None:
     fake_gateway, fake_sandbox = gateway[0], sandbox[0]
     queue_db.enqueue_now("job_slow", input_json=sandbox_input("slow"), available_at=1)
@@ -383,7 +430,7 @@ def test_shutdown_lets_a_running_job_finish_within_the_grace_period(
         await asyncio.to_thread(fake_sandbox.stalled.wait, HANG_GUARD_S)
         stop.set()
 
-    with_worker(make_worker_settings(worker_shutdown_grace=HANG_GUARD_S), onnx_model, body)
+    with_worker(make_worker_settings(worker_shutdown_grace=HANG_GUARD_S), embedding_model, body)
     assert [c.job_id for c in fake_gateway.accepted()] == ["job_slow"]
     assert queue_db.record_now("job_slow")["status"] == "succeeded"
     assert queue_db.record_now("job_left")["status"] == "queued"  # never claimed
@@ -413,7 +460,7 @@ def test_worker_on_redis_acknowledges_after_the_callback(
     redis_url: str,
     make_worker_settings: Callable[..., WorkerSettings],
     sandbox: tuple[FakeSandbox, str],
-    onnx_model: OnnxEmbedder,
+    embedding_model: OpenVinoEmbedder,
 ) -> None:
     fake_gateway = FakeGateway(TOKEN, failures=1)  # accepts from the second try
     seen: dict[str, Any] = {}
@@ -442,7 +489,7 @@ def test_worker_on_redis_acknowledges_after_the_callback(
         settings = make_worker_settings(
             gateway_url=url, jobs_backend="redis", redis_url=redis_url, job_lease=5
         )
-        with_worker(settings, onnx_model, body)
+        with_worker(settings, embedding_model, body)
 
     assert [c.status for c in fake_gateway.all()] == [500, 200]
     assert fake_gateway.accepted()[0].body["outcome"] == "succeeded"

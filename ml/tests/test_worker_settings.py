@@ -40,6 +40,7 @@ def test_defaults_and_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.job_lease, settings.lease_ms) == (30.0, 30_000)
     assert settings.worker_concurrency == 1
     assert settings.worker_shutdown_grace == 20.0
+    assert settings.worker_claim_ahead == 0.05
     assert settings.worker_id.endswith(f"-{os.getpid()}")
     assert settings.resolved_backend == "sqlite"
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -26,6 +26,13 @@ type Jobs struct {
 	// shape webhook retries: exponential with full jitter, capped, given
 	// up after the window.
 	WebhookInitialBackoff, WebhookMaxBackoff, WebhookRetryWindow time.Duration
+	// Retention is how long a finished job is kept (counted from when it
+	// finished) before the reaper removes it, with its webhook delivery
+	// once that is no longer pending.
+	Retention time.Duration
+	// IdempotencyRetention is how long an Idempotency-Key is remembered
+	// (from the enqueue); after it, the key may be used again.
+	IdempotencyRetention time.Duration
 	// WebhookAllowPrivate lets webhooks reach loopback, link-local and
 	// private addresses (development only).
 	WebhookAllowPrivate bool
@@ -41,6 +48,8 @@ type rawJobs struct {
 	WebhookInitialBackoff string `json:"webhook_initial_backoff"`
 	WebhookMaxBackoff     string `json:"webhook_max_backoff"`
 	WebhookRetryWindow    string `json:"webhook_retry_window"`
+	Retention             string `json:"retention"`
+	IdempotencyRetention  string `json:"idempotency_retention"`
 	WebhookAllowPrivate   bool   `json:"webhook_allow_private"`
 	WebhookAllowHTTP      bool   `json:"webhook_allow_http"`
 }
@@ -52,6 +61,8 @@ func defaultJobs() rawJobs {
 		WebhookInitialBackoff: "5s",
 		WebhookMaxBackoff:     "15m",
 		WebhookRetryWindow:    "24h",
+		Retention:             "168h",
+		IdempotencyRetention:  "24h",
 	}
 }
 
@@ -63,6 +74,8 @@ func (j *rawJobs) applyEnv(get func(string) (string, bool)) []error {
 		"TRINE_JOBS_WEBHOOK_INITIAL_BACKOFF": &j.WebhookInitialBackoff,
 		"TRINE_JOBS_WEBHOOK_MAX_BACKOFF":     &j.WebhookMaxBackoff,
 		"TRINE_JOBS_WEBHOOK_RETRY_WINDOW":    &j.WebhookRetryWindow,
+		"TRINE_JOBS_RETENTION":               &j.Retention,
+		"TRINE_JOBS_IDEMPOTENCY_RETENTION":   &j.IdempotencyRetention,
 	} {
 		if v, ok := get(name); ok {
 			*dst = v
@@ -127,6 +140,8 @@ func (j *rawJobs) validate(c *Config, fail func(string, ...any)) {
 		{"TRINE_JOBS_WEBHOOK_INITIAL_BACKOFF (jobs.webhook_initial_backoff)", j.WebhookInitialBackoff, &c.Jobs.WebhookInitialBackoff},
 		{"TRINE_JOBS_WEBHOOK_MAX_BACKOFF (jobs.webhook_max_backoff)", j.WebhookMaxBackoff, &c.Jobs.WebhookMaxBackoff},
 		{"TRINE_JOBS_WEBHOOK_RETRY_WINDOW (jobs.webhook_retry_window)", j.WebhookRetryWindow, &c.Jobs.WebhookRetryWindow},
+		{"TRINE_JOBS_RETENTION (jobs.retention)", j.Retention, &c.Jobs.Retention},
+		{"TRINE_JOBS_IDEMPOTENCY_RETENTION (jobs.idempotency_retention)", j.IdempotencyRetention, &c.Jobs.IdempotencyRetention},
 	}
 	for _, d := range durations {
 		v, err := time.ParseDuration(d.value)

@@ -12,7 +12,8 @@ func TestJobsDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Jobs{Backend: JobsBackendSQLite, SQLitePath: "data/jobs.sqlite3", MaxAttempts: 5,
-		WebhookInitialBackoff: 5 * time.Second, WebhookMaxBackoff: 15 * time.Minute, WebhookRetryWindow: 24 * time.Hour}
+		WebhookInitialBackoff: 5 * time.Second, WebhookMaxBackoff: 15 * time.Minute, WebhookRetryWindow: 24 * time.Hour,
+		Retention: 7 * 24 * time.Hour, IdempotencyRetention: 24 * time.Hour}
 	if cfg.Jobs != want {
 		t.Errorf("jobs %+v, want %+v", cfg.Jobs, want)
 	}
@@ -20,14 +21,14 @@ func TestJobsDefaults(t *testing.T) {
 
 func TestJobsFromFileAndEnv(t *testing.T) {
 	file := writeFile(t, "gw.json", `{"jobs": {"max_attempts": 2, "webhook_initial_backoff": "1s",
-		"webhook_allow_private": true, "sqlite_path": "/tmp/x.db"}}`)
+		"webhook_allow_private": true, "sqlite_path": "/tmp/x.db", "retention": "72h"}}`)
 	base := map[string]string{"TRINE_INTERNAL_TOKEN": goodToken, "TRINE_KEYS_FILE": keysFile(t)}
 	cfg, err := Load([]string{"-config", file}, env(base))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if j := cfg.Jobs; j.MaxAttempts != 2 || j.WebhookInitialBackoff != time.Second || !j.WebhookAllowPrivate ||
-		j.WebhookAllowHTTP || j.SQLitePath != "/tmp/x.db" {
+		j.WebhookAllowHTTP || j.SQLitePath != "/tmp/x.db" || j.Retention != 72*time.Hour {
 		t.Errorf("from file: %+v", j)
 	}
 	base["TRINE_JOBS_MAX_ATTEMPTS"] = "7"
@@ -35,13 +36,16 @@ func TestJobsFromFileAndEnv(t *testing.T) {
 	base["TRINE_JOBS_WEBHOOK_ALLOW_PRIVATE"] = "false"
 	base["TRINE_JOBS_WEBHOOK_RETRY_WINDOW"] = "30m"
 	base["TRINE_JOBS_SQLITE_PATH"] = "q.db"
+	base["TRINE_JOBS_RETENTION"] = "48h"
+	base["TRINE_JOBS_IDEMPOTENCY_RETENTION"] = "1h"
 	base["REDIS_URL"] = "redis://127.0.0.1:6379/0"
 	cfg, err = Load([]string{"-config", file}, env(base))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if j := cfg.Jobs; j.MaxAttempts != 7 || !j.WebhookAllowHTTP || j.WebhookAllowPrivate ||
-		j.WebhookRetryWindow != 30*time.Minute || j.SQLitePath != "q.db" || j.Backend != JobsBackendRedis {
+		j.WebhookRetryWindow != 30*time.Minute || j.SQLitePath != "q.db" || j.Backend != JobsBackendRedis ||
+		j.Retention != 48*time.Hour || j.IdempotencyRetention != time.Hour {
 		t.Errorf("from env: %+v", j)
 	}
 	base["TRINE_JOBS_BACKEND"] = "sqlite"
@@ -58,12 +62,13 @@ func TestJobsInvalidReportedTogether(t *testing.T) {
 		"TRINE_JOBS_WEBHOOK_INITIAL_BACKOFF": "soon",
 		"TRINE_JOBS_WEBHOOK_ALLOW_HTTP":      "perhaps",
 		"TRINE_JOBS_BACKEND":                 "redis",
+		"TRINE_JOBS_RETENTION":               "0s",
 	}))
 	if err == nil {
 		t.Fatal("accepted")
 	}
 	for _, want := range []string{"TRINE_JOBS_MAX_ATTEMPTS", "TRINE_JOBS_WEBHOOK_INITIAL_BACKOFF",
-		"TRINE_JOBS_WEBHOOK_ALLOW_HTTP", "redis needs REDIS_URL"} {
+		"TRINE_JOBS_WEBHOOK_ALLOW_HTTP", "redis needs REDIS_URL", "TRINE_JOBS_RETENTION"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s: %v", want, err)
 		}

@@ -165,6 +165,9 @@ func runConformance(t *testing.T, newBackend func(*testing.T) backend) {
 		{"delivery claim lease", testDeliveryClaim},
 		{"delivery attempts", testDeliveryAttempts},
 		{"concurrent claims", testConcurrentClaims},
+		{"batch of outcomes", testCompleteMany},
+		{"retention of finished jobs", testPurgeFinished},
+		{"retention of idempotency keys", testPurgeIdempotencyKeys},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newBackend(t)) })

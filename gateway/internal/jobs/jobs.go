@@ -118,6 +118,25 @@ type Outcome struct {
 	Error  json.RawMessage
 }
 
+// Completion is one item of CompleteMany: a callback for job ID.
+type Completion struct {
+	ID      string
+	Outcome Outcome
+}
+
+// Completed is what Complete answers for one Completion.
+type Completed struct {
+	Job     Job
+	Applied bool
+	// Err is nil, ErrNotFound or ErrConflict.
+	Err error
+}
+
+// PurgeBatch caps the jobs (and, separately, the idempotency keys) one
+// Purge removes, so that it holds the store's write lock only briefly; the
+// reaper calls it again while there is more.
+const PurgeBatch = 500
+
 // Delivery is a webhook delivery of a finished job.
 type Delivery struct {
 	ID             string
@@ -162,10 +181,22 @@ type Store interface {
 	// callback repeats the outcome already applied. Errors: ErrNotFound,
 	// ErrConflict. A terminal transition creates the job's delivery.
 	Complete(ctx context.Context, id string, o Outcome) (job Job, applied bool, err error)
+	// CompleteMany applies several callbacks, each exactly as Complete
+	// would, in order; results[i] answers items[i], its Err being nil,
+	// ErrNotFound or ErrConflict. err is for the store failing, and then
+	// the caller cannot know which items were applied (repeating them is
+	// safe: a repeated outcome is recognised).
+	CompleteMany(ctx context.Context, items []Completion) (results []Completed, err error)
 	// Reap fails running jobs whose lease expired with their attempts
 	// exhausted (creating their deliveries) and makes delayed retries due
 	// by now runnable. It returns the jobs it failed.
 	Reap(ctx context.Context, now time.Time) ([]Job, error)
+	// Purge removes, at most PurgeBatch of each at a time, finished jobs
+	// last updated before finishedBefore (with their webhook delivery,
+	// unless it is still pending, in which case the job waits) and forgets
+	// the idempotency keys of jobs created before keysBefore. It returns
+	// how many jobs and keys it removed.
+	Purge(ctx context.Context, finishedBefore, keysBefore time.Time) (removedJobs, removedKeys int, err error)
 	// ClaimDelivery takes one due pending delivery for DeliveryLease, or
 	// returns ok = false when none is due.
 	ClaimDelivery(ctx context.Context, now time.Time) (d ClaimedDelivery, ok bool, err error)

@@ -20,6 +20,11 @@ const (
 	redisDelayed    = RedisPrefix + "delayed"
 	redisLeases     = RedisPrefix + "leases"
 	redisDeliveries = RedisPrefix + "deliveries"
+	// redisFinished holds finished job ids, score = when they finished,
+	// and redisIdemKeys idempotency key names, score = when they were
+	// taken: what retention removes, oldest first.
+	redisFinished = RedisPrefix + "finished"
+	redisIdemKeys = RedisPrefix + "idem_keys"
 	// RedisGroup is the workers' consumer group on the stream.
 	RedisGroup = "workers"
 )
@@ -156,11 +161,11 @@ func (s *Redis) Enqueue(ctx context.Context, n NewJob) (Job, bool, error) {
 		IdempotencyKey: n.IdempotencyKey, RequestHash: RequestHash(n.Type, n.WebhookURL, n.Input),
 		Status: StatusQueued, MaxAttempts: n.MaxAttempts, AvailableAt: now, RequestID: n.RequestID,
 		CreatedAt: now, UpdatedAt: now}
-	keys := []string{redisJobKey(j.ID), redisStream}
+	keys := []string{redisJobKey(j.ID), redisStream, redisIdemKeys}
 	if j.IdempotencyKey != "" {
 		keys = append(keys, redisIdemKey(j.Owner, j.IdempotencyKey))
 	}
-	res, err := enqueueScript.Run(ctx, s.client, keys, append([]any{j.ID}, jobFields(j)...)...).Slice()
+	res, err := enqueueScript.Run(ctx, s.client, keys, append([]any{j.ID, now}, jobFields(j)...)...).Slice()
 	if err != nil {
 		return Job{}, false, fmt.Errorf("enqueue: %w", err)
 	}
@@ -210,7 +215,7 @@ func (s *Redis) Get(ctx context.Context, owner, id string) (Job, error) {
 func (s *Redis) Complete(ctx context.Context, id string, o Outcome) (Job, bool, error) {
 	now := strconv.FormatInt(ms(s.now()), 10)
 	res, err := completeScript.Run(ctx, s.client,
-		[]string{redisJobKey(id), redisLeases, redisDelayed, redisDeliveries},
+		[]string{redisJobKey(id), redisLeases, redisDelayed, redisDeliveries, redisFinished},
 		id, o.LeaseToken, o.Kind, string(o.Result), string(o.Error), now,
 		strconv.FormatFloat(retryJitter(), 'f', 6, 64), RedisPrefix).Text()
 	if err != nil {
@@ -226,9 +231,23 @@ func (s *Redis) Complete(ctx context.Context, id string, o Outcome) (Job, bool, 
 	return j, res == "applied", err
 }
 
+// CompleteMany implements Store, one item after the other: each is one
+// script, atomic on its own, which is all the contract asks.
+func (s *Redis) CompleteMany(ctx context.Context, items []Completion) ([]Completed, error) {
+	results := make([]Completed, len(items))
+	for i, c := range items {
+		j, applied, err := s.Complete(ctx, c.ID, c.Outcome)
+		if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrConflict) {
+			return nil, err
+		}
+		results[i] = Completed{Job: j, Applied: applied, Err: err}
+	}
+	return results, nil
+}
+
 // Reap implements Store.
 func (s *Redis) Reap(ctx context.Context, now time.Time) ([]Job, error) {
-	ids, err := reapScript.Run(ctx, s.client, []string{redisLeases, redisDelayed, redisStream, redisDeliveries},
+	ids, err := reapScript.Run(ctx, s.client, []string{redisLeases, redisDelayed, redisStream, redisDeliveries, redisFinished},
 		strconv.FormatInt(ms(now), 10), string(exhaustedError), RedisPrefix).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("reap: %w", err)

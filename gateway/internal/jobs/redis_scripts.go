@@ -16,20 +16,23 @@ local function create_delivery(prefix, deliveries, job_id, url, now)
 end
 `
 
-// enqueueScript: KEYS job hash, stream, [idem key]; ARGV job id, then the
-// hash's field/value pairs. Returns {1, id} when stored, {0, existing id}
-// when the idempotency key was taken.
+// enqueueScript: KEYS job hash, stream, idempotency keys, [idem key]; ARGV
+// job id, now (ms), then the hash's field/value pairs. Returns {1, id} when
+// stored, {0, existing id} when the idempotency key was taken.
 var enqueueScript = redis.NewScript(`
-if #KEYS == 3 and not redis.call('SET', KEYS[3], ARGV[1], 'NX') then
-  return {0, redis.call('GET', KEYS[3])}
+if #KEYS == 4 then
+  if not redis.call('SET', KEYS[4], ARGV[1], 'NX') then
+    return {0, redis.call('GET', KEYS[4])}
+  end
+  redis.call('ZADD', KEYS[3], ARGV[2], KEYS[4])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('XADD', KEYS[2], '*', 'id', ARGV[1])
 return {1, ARGV[1]}
 `)
 
 // completeScript applies a callback with the same rules as decide.
-// KEYS job hash, leases, delayed, deliveries; ARGV job id, lease token,
+// KEYS job hash, leases, delayed, deliveries, finished; ARGV job id, lease token,
 // outcome, result, error, now (ms), retry jitter, key prefix.
 // Returns 'applied', 'repeat', 'conflict' or 'not_found'.
 var completeScript = redis.NewScript(createDeliveryLua + `
@@ -60,6 +63,7 @@ else
   redis.call('ZADD', KEYS[3], at, id)
   return 'applied'
 end
+redis.call('ZADD', KEYS[5], now, id)
 if hook then create_delivery(ARGV[8], KEYS[4], id, hook, now) end
 return 'applied'
 `)
@@ -67,7 +71,7 @@ return 'applied'
 // reapScript fails running jobs whose lease expired with attempts
 // exhausted, re-adds to the stream those with attempts left, and moves due
 // delayed retries to the stream. KEYS leases,
-// delayed, stream, deliveries; ARGV now (ms), the exhausted error, key
+// delayed, stream, deliveries, finished; ARGV now (ms), the exhausted error, key
 // prefix. Returns the ids of the jobs it failed.
 var reapScript = redis.NewScript(createDeliveryLua + `
 local now, prefix = ARGV[1], ARGV[3]
@@ -81,6 +85,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0
     redis.call('HSET', j, 'status', 'failed', 'error', ARGV[2], 'updated_at', now)
     redis.call('HDEL', j, 'lease_owner', 'lease_expires_at')
     redis.call('ZREM', KEYS[1], id)
+    redis.call('ZADD', KEYS[5], now, id)
     if f[5] then create_delivery(prefix, KEYS[4], id, f[5], now) end
     table.insert(failed, id)
   elseif tonumber(f[2]) <= tonumber(now) then

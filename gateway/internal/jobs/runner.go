@@ -15,6 +15,9 @@ const (
 	// ReapInterval is how often expired leases and delayed retries are
 	// handled.
 	ReapInterval = time.Second
+	// PurgeInterval is how often retention removes old finished jobs and
+	// idempotency keys.
+	PurgeInterval = time.Minute
 	// maxConcurrentSends bounds the webhook attempts in flight.
 	maxConcurrentSends = 8
 )
@@ -27,10 +30,19 @@ type Runner struct {
 	log    *slog.Logger
 	// OnReaped, if set, is told about every job the reaper failed.
 	OnReaped func(Job)
+	// Retention, if set, is how long finished jobs and idempotency keys
+	// are kept before the reaper removes them; zero keeps them.
+	Retention Retention
 	// OnAttempt, if set, is told the outcome of every delivery attempt:
 	// delivered, failed (given up) or retrying.
 	OnAttempt func(outcome string)
 	wake      chan struct{}
+}
+
+// Retention says how long finished jobs (counted from when they finished)
+// and idempotency keys (from the enqueue) are kept.
+type Retention struct {
+	Jobs, IdempotencyKeys time.Duration
 }
 
 // NewRunner returns a runner over store sending webhooks with sender.
@@ -61,11 +73,16 @@ func (r *Runner) Run(ctx context.Context) {
 func (r *Runner) reapLoop(ctx context.Context) {
 	tick := time.NewTicker(ReapInterval)
 	defer tick.Stop()
+	var purged time.Time // zero: the first round purges too
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+		if time.Since(purged) >= PurgeInterval {
+			purged = time.Now()
+			r.purge(ctx, purged)
 		}
 		failed, err := r.store.Reap(ctx, time.Now())
 		if err != nil {
@@ -83,6 +100,29 @@ func (r *Runner) reapLoop(ctx context.Context) {
 		}
 		if len(failed) > 0 {
 			r.Wake()
+		}
+	}
+}
+
+// purge removes what retention no longer keeps, a batch at a time until
+// none is left.
+func (r *Runner) purge(ctx context.Context, now time.Time) {
+	if r.Retention.Jobs <= 0 || r.Retention.IdempotencyKeys <= 0 {
+		return
+	}
+	for ctx.Err() == nil {
+		removed, forgotten, err := r.store.Purge(ctx, now.Add(-r.Retention.Jobs), now.Add(-r.Retention.IdempotencyKeys))
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.WarnContext(ctx, "jobs retention failed", "error", err.Error())
+			}
+			return
+		}
+		if removed > 0 || forgotten > 0 {
+			r.log.InfoContext(ctx, "jobs retention", "jobs_removed", removed, "idempotency_keys_removed", forgotten)
+		}
+		if removed < PurgeBatch && forgotten < PurgeBatch {
+			return
 		}
 	}
 }

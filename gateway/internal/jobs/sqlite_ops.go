@@ -31,30 +31,54 @@ func scanDelivery(row scanner) (Delivery, error) {
 
 // Complete implements Store.
 func (s *SQLite) Complete(ctx context.Context, id string, o Outcome) (Job, bool, error) {
+	res, err := s.CompleteMany(ctx, []Completion{{ID: id, Outcome: o}})
+	if err != nil {
+		return Job{}, false, err
+	}
+	return res[0].Job, res[0].Applied, res[0].Err
+}
+
+// CompleteMany implements Store, in one transaction: one commit however
+// many outcomes a worker reports at once.
+func (s *SQLite) CompleteMany(ctx context.Context, items []Completion) ([]Completed, error) {
 	now := ms(s.now())
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
-		return Job{}, false, err
+		return nil, err
 	}
 	defer tx.Rollback()
-	j, err := scanJob(tx.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`, id))
-	if err != nil {
-		return Job{}, false, err
+	results := make([]Completed, len(items))
+	for i, item := range items {
+		if results[i], err = completeTx(ctx, tx, item, now); err != nil {
+			return nil, err
+		}
 	}
-	j, applied, err := decide(j, o, now, retryJitter())
+	return results, tx.Commit()
+}
+
+// completeTx applies one callback within tx.
+func completeTx(ctx context.Context, tx *sql.Tx, c Completion, now int64) (Completed, error) {
+	j, err := scanJob(tx.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`, c.ID))
+	if errors.Is(err, ErrNotFound) {
+		return Completed{Err: err}, nil
+	}
+	if err != nil {
+		return Completed{}, err
+	}
+	j, applied, err := decide(j, c.Outcome, now, retryJitter())
 	if err != nil || !applied {
-		return j, false, err
+		return Completed{Job: j, Err: err}, nil
 	}
 	_, err = tx.ExecContext(ctx, `UPDATE jobs SET status = ?, available_at = ?, lease_owner = NULL,
 		lease_expires_at = NULL, result = ?, error = ?, updated_at = ? WHERE id = ?`,
 		j.Status, j.AvailableAt, nullJSON(j.Result), nullJSON(j.Error), j.UpdatedAt, j.ID)
 	if err != nil {
-		return Job{}, false, fmt.Errorf("complete %s: %w", id, err)
+		return Completed{}, fmt.Errorf("complete %s: %w", c.ID, err)
 	}
 	if err := insertDelivery(ctx, tx, j, now); err != nil {
-		return Job{}, false, err
+		return Completed{}, err
 	}
-	return j, true, tx.Commit()
+	return Completed{Job: j, Applied: true}, nil
 }
 
 // insertDelivery creates the delivery of a job that just finished, in the

@@ -25,6 +25,7 @@ const (
 	routeJobs         = "POST /v1/jobs"
 	routeJob          = "GET /v1/jobs/{id}"
 	routeJobOutcome   = "POST /internal/jobs/{id}/outcome"
+	routeJobOutcomes  = "POST /internal/jobs/outcomes"
 	validateOnly      = "X-Trine-Validate-Only"
 	maxIdempotencyKey = 255
 	// callbackTolerance is how far a callback's timestamp may be from now.
@@ -42,6 +43,7 @@ func (s *Server) registerJobs() {
 	s.handle(routeJobs, s.enqueueJob)
 	s.handle(routeJob, s.getJob)
 	s.handle(routeJobOutcome, s.jobOutcome)
+	s.handle(routeJobOutcomes, s.jobOutcomes)
 }
 
 // jobRequest is the body of POST /v1/jobs.

@@ -35,6 +35,11 @@ func parseOutcome(body []byte) (jobs.Outcome, error) {
 		return jobs.Outcome{}, httperr.Wrap(http.StatusBadRequest, httperr.TypeInvalidRequest,
 			`the body must be {"lease_token", "outcome", "result" | "error"}`, err)
 	}
+	return checkOutcome(req)
+}
+
+// checkOutcome checks a decoded callback and returns it as a store outcome.
+func checkOutcome(req outcomeRequest) (jobs.Outcome, error) {
 	o := jobs.Outcome{LeaseToken: req.LeaseToken, Kind: req.Outcome}
 	if req.LeaseToken == "" {
 		return o, invalid(`"lease_token" is required`)
@@ -63,10 +68,8 @@ func (s *Server) callbackBodyLimit() int64 {
 	return max(s.cfg.MaxBodyBytes, minCallbackBody)
 }
 
-// jobOutcome is POST /internal/jobs/{id}/outcome, a worker reporting how
-// its run ended. It takes no API key (and so no rate limit): the body must
-// be signed with the internal token.
-func (s *Server) jobOutcome(w http.ResponseWriter, r *http.Request) error {
+// readCallback reads a callback's body and checks its signature.
+func (s *Server) readCallback(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	// Any Content-Type is taken: the signature, not the header, vouches
 	// for the body, and the body is decoded as JSON whatever it claims.
 	limit := s.callbackBodyLimit()
@@ -74,42 +77,70 @@ func (s *Server) jobOutcome(w http.ResponseWriter, r *http.Request) error {
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
-		return httperr.New(http.StatusRequestEntityTooLarge, httperr.TypePayloadTooLarge,
+		return nil, httperr.New(http.StatusRequestEntityTooLarge, httperr.TypePayloadTooLarge,
 			"callback body exceeds "+strconv.FormatInt(limit, 10)+" bytes")
 	case err != nil:
-		return httperr.Wrap(http.StatusBadRequest, httperr.TypeInvalidRequest, "could not read the request body", err)
+		return nil, httperr.Wrap(http.StatusBadRequest, httperr.TypeInvalidRequest, "could not read the request body", err)
 	}
 	if err := jobs.Verify(r.Header, body, []byte(s.cfg.InternalToken), time.Now(), callbackTolerance); err != nil {
-		return httperr.Wrap(http.StatusUnauthorized, httperr.TypeUnauthorized,
+		return nil, httperr.Wrap(http.StatusUnauthorized, httperr.TypeUnauthorized,
 			"the callback must carry a valid webhook-signature made with the internal token", err)
+	}
+	return body, nil
+}
+
+// Answers to a callback that the store refused.
+var (
+	errNoSuchJob       = httperr.New(http.StatusNotFound, httperr.TypeNotFound, "no such job")
+	errOutcomeConflict = httperr.New(http.StatusConflict, httperr.TypeConflict,
+		"the lease is not the job's current one, or the job already ended differently")
+)
+
+// completedError maps a store's per-item answer to the callback's.
+func completedError(err error) *httperr.Error {
+	if errors.Is(err, jobs.ErrNotFound) {
+		return errNoSuchJob
+	}
+	return errOutcomeConflict
+}
+
+// outcomeApplied logs, counts and follows up an applied callback.
+func (s *Server) outcomeApplied(r *http.Request, job jobs.Job, kind string) {
+	s.log.InfoContext(r.Context(), "job outcome", "job_id", job.ID, "outcome", kind, "status", job.Status,
+		"attempts", job.Attempts, "job_request_id", job.RequestID)
+	if job.Terminal() {
+		s.metrics.JobFinished(job.Type, job.Status)
+		if job.WebhookURL != "" {
+			s.jobRunner.Wake()
+		}
+	}
+}
+
+// jobOutcome is POST /internal/jobs/{id}/outcome, a worker reporting how
+// its run ended. It takes no API key (and so no rate limit): the body must
+// be signed with the internal token.
+func (s *Server) jobOutcome(w http.ResponseWriter, r *http.Request) error {
+	body, err := s.readCallback(w, r)
+	if err != nil {
+		return err
 	}
 	id := r.PathValue("id")
 	if !jobs.ValidID(id) {
-		return httperr.New(http.StatusNotFound, httperr.TypeNotFound, "no such job")
+		return errNoSuchJob
 	}
 	o, err := parseOutcome(body)
 	if err != nil {
 		return err
 	}
-	job, applied, err := s.jobs.Complete(r.Context(), id, o)
-	switch {
-	case errors.Is(err, jobs.ErrNotFound):
-		return httperr.New(http.StatusNotFound, httperr.TypeNotFound, "no such job")
-	case errors.Is(err, jobs.ErrConflict):
-		return httperr.New(http.StatusConflict, httperr.TypeConflict,
-			"the lease is not the job's current one, or the job already ended differently")
-	case err != nil:
+	res, err := s.jobs.CompleteMany(r.Context(), []jobs.Completion{{ID: id, Outcome: o}})
+	if err != nil {
 		return queueUnavailable(err)
 	}
-	if applied {
-		s.log.InfoContext(r.Context(), "job outcome", "job_id", job.ID, "outcome", o.Kind, "status", job.Status,
-			"attempts", job.Attempts)
-		if job.Terminal() {
-			s.metrics.JobFinished(job.Type, job.Status)
-			if job.WebhookURL != "" {
-				s.jobRunner.Wake()
-			}
-		}
+	if res[0].Err != nil {
+		return completedError(res[0].Err)
 	}
-	return writeJSON(w, http.StatusOK, job.Public())
+	if res[0].Applied {
+		s.outcomeApplied(r, res[0].Job, o.Kind)
+	}
+	return writeJSON(w, http.StatusOK, res[0].Job.Public())
 }

@@ -37,6 +37,7 @@ func (s *Server) openJobs(ctx context.Context) error {
 		Initial: jc.WebhookInitialBackoff, Max: jc.WebhookMaxBackoff, Window: jc.WebhookRetryWindow,
 	}, s.webhookSecret)
 	s.jobRunner = jobs.NewRunner(s.jobs, sender, s.log)
+	s.jobRunner.Retention = jobs.Retention{Jobs: jc.Retention, IdempotencyKeys: jc.IdempotencyRetention}
 	s.jobRunner.OnReaped = func(j jobs.Job) { s.metrics.JobFinished(j.Type, j.Status) }
 	s.jobRunner.OnAttempt = s.metrics.WebhookAttempt
 	return nil

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import contextvars
 import hashlib
 import hmac
 import json
@@ -26,6 +28,12 @@ OutcomeKind = Literal["succeeded", "failed", "retry"]
 #: First wait between callback attempts; doubles up to the maximum.
 INITIAL_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 5.0
+#: Outcomes per request at most (the gateway takes up to 100).
+MAX_BATCH = 64
+#: How long an outcome waits for others to share its request. Each request costs the
+#: worker and the gateway about as much CPU as a trivial job itself; a few milliseconds of
+#: delay on an asynchronous job's completion buy requests carrying several outcomes.
+LINGER_S = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +65,34 @@ def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def callback_body(job: ClaimedJob, outcome: Outcome) -> bytes:
-    payload: dict[str, Any] = {"lease_token": job.lease_token, "outcome": outcome.kind}
+def outcome_entry(job: ClaimedJob, outcome: Outcome) -> dict[str, Any]:
+    """One entry of the batch callback's ``outcomes`` list."""
+    entry: dict[str, Any] = {"id": job.id, "lease_token": job.lease_token, "outcome": outcome.kind}
     if outcome.kind == "succeeded":
-        payload["result"] = outcome.result
+        entry["result"] = outcome.result
     else:
-        payload["error"] = outcome.error
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        entry["error"] = outcome.error
+    return entry
+
+
+@dataclass(eq=False, slots=True)
+class _Report:
+    """An outcome waiting to be settled by the gateway; ``settled`` gets True once it is,
+    False once the lease would expire first."""
+
+    job: ClaimedJob
+    entry: dict[str, Any]
+    lease_deadline: Callable[[], float]
+    settled: asyncio.Future[bool]
+    attempts: int = 0
 
 
 class OutcomeReporter:
-    """Posts outcomes to ``{gateway}/internal/jobs/{id}/outcome``, retrying until the gateway
-    answers 2xx, 409 or 404, or until the caller's lease would expire."""
+    """Posts outcomes to ``{gateway}/internal/jobs/outcomes``, several per request: one
+    request is in flight at a time, and an outcome waits up to ``linger_s`` for others to
+    join it (as do those arriving while a request is in flight), so a busy worker pays one
+    signed request for many jobs. An outcome is retried until the gateway answers it 200,
+    409 or 404, or until its lease would expire."""
 
     def __init__(
         self,
@@ -77,92 +101,159 @@ class OutcomeReporter:
         secret: str,
         *,
         attempt_timeout_s: float = 10.0,
+        max_batch: int = MAX_BATCH,
+        linger_s: float = LINGER_S,
     ) -> None:
         self._client = client
-        self._base = gateway_url.rstrip("/")
+        self._url = gateway_url.rstrip("/") + "/internal/jobs/outcomes"
         self._secret = secret
         self._attempt_timeout_s = attempt_timeout_s
+        self._max_batch = max_batch
+        self._linger_s = linger_s
+        self._pending: list[_Report] = []
+        self._ready = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
 
     async def report(
         self, job: ClaimedJob, outcome: Outcome, lease_deadline: Callable[[], float]
     ) -> bool:
-        """True once the gateway settled the callback (applied, already applied, or refused
+        """True once the gateway settled the outcome (applied, already applied, or refused
         for good); False if ``lease_deadline()`` (a ``time.monotonic`` value, moved on by
         renewals) passed first, leaving the job to be claimed again."""
-        body = callback_body(job, outcome)
-        url = f"{self._base}/internal/jobs/{job.id}/outcome"
-        backoff = INITIAL_BACKOFF_S
-        attempt = 0
-        while True:
-            attempt += 1
-            problem = await self._post(job, url, body, lease_deadline)
-            if problem is None:
-                return True
-            wait = backoff * (0.8 + 0.4 * secrets.randbelow(1001) / 1000)
-            remaining = lease_deadline() - time.monotonic()
-            logger.warning(
-                "outcome callback failed; retrying",
-                extra={
-                    "event": "job_callback_retry",
-                    "job_id": job.id,
-                    "request_id": job.request_id,
-                    "attempt": attempt,
-                    "problem": problem,
-                },
-            )
-            if remaining <= wait:
-                logger.warning(
-                    "outcome callback given up: the lease would expire",
-                    extra={
-                        "event": "job_callback_abandoned",
-                        "job_id": job.id,
-                        "request_id": job.request_id,
-                        "attempts": attempt,
-                    },
-                )
-                return False
-            await asyncio.sleep(wait)
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
+        settled: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Report(job, outcome_entry(job, outcome), lease_deadline, settled))
+        self._ready.set()
+        if self._sender is None or self._sender.done():
+            # A context of its own: the sender works for every job, not for the one whose
+            # request ID and job ID the caller's logging context holds.
+            self._sender = asyncio.create_task(self._send_forever(), context=contextvars.Context())
+        return await settled
 
-    async def _post(
-        self, job: ClaimedJob, url: str, body: bytes, lease_deadline: Callable[[], float]
-    ) -> str | None:
-        """None if the gateway settled it, else what went wrong."""
+    async def aclose(self) -> None:
+        """Stops sending; outcomes still waiting count as not settled."""
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+        for report in self._pending:
+            _settle(report, False)
+        self._pending.clear()
+
+    async def _send_forever(self) -> None:
+        backoff = INITIAL_BACKOFF_S
+        while True:
+            await self._ready.wait()
+            if len(self._pending) < self._max_batch:
+                await asyncio.sleep(self._linger_s)
+            # A report whose job was cancelled meanwhile (its lease lost) is not sent.
+            self._pending = [r for r in self._pending if not r.settled.done()]
+            batch = self._pending[: self._max_batch]
+            del self._pending[: len(batch)]
+            if not self._pending:
+                self._ready.clear()
+            if not batch:
+                continue
+            try:
+                problem, unsettled = await self._post(batch)
+            except Exception:
+                # A fault here must not strand the outcomes waiting on this task.
+                logger.exception("outcome callback crashed", extra={"event": "job_callback_error"})
+                problem, unsettled = "internal error", batch
+            if not unsettled:
+                backoff = INITIAL_BACKOFF_S
+                continue
+            wait = backoff * (0.8 + 0.4 * secrets.randbelow(1001) / 1000)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            retried = [r for r in unsettled if self._keep_trying(r, problem, wait)]
+            if retried:
+                # Retried outcomes go first; new ones join them in the next request.
+                self._pending[:0] = retried
+                self._ready.set()
+                await asyncio.sleep(wait)
+
+    def _keep_trying(self, report: _Report, problem: str, wait: float) -> bool:
+        report.attempts += 1
+        job = report.job
+        extra = {"job_id": job.id, "request_id": job.request_id, "attempt": report.attempts}
+        logger.warning(
+            "outcome callback failed; retrying",
+            extra={"event": "job_callback_retry", "problem": problem, **extra},
+        )
+        if report.lease_deadline() - time.monotonic() > wait:
+            return True
+        logger.warning(
+            "outcome callback given up: the lease would expire",
+            extra={"event": "job_callback_abandoned", **extra},
+        )
+        _settle(report, False)
+        return False
+
+    async def _post(self, batch: list[_Report]) -> tuple[str, list[_Report]]:
+        """Sends ``batch`` and settles what the gateway settled; returns what went wrong and
+        the reports still to retry."""
+        body = json.dumps(
+            {"outcomes": [r.entry for r in batch]}, separators=(",", ":"), ensure_ascii=False
+        ).encode()
         message_id = "cb_" + secrets.token_hex(16)
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
-            "X-Request-ID": job.request_id,
             "webhook-id": message_id,
             "webhook-timestamp": str(timestamp),
             "webhook-signature": sign(self._secret, message_id, timestamp, body),
         }
-        timeout = max(0.1, min(self._attempt_timeout_s, lease_deadline() - time.monotonic()))
+        now = time.monotonic()
+        lease_left = min(r.lease_deadline() for r in batch) - now
+        timeout = max(0.1, min(self._attempt_timeout_s, lease_left))
         try:
             async with self._client.post(
-                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+                self._url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
             ) as response:
                 status = response.status
-                await response.read()
+                answer = await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            return type(exc).__name__
-        accepted = 200 <= status < 300
-        if accepted or status == 409:
-            logger.info(
-                "outcome accepted" if accepted else "outcome refused: lease not current",
-                extra={
-                    "event": "job_callback",
-                    "job_id": job.id,
-                    "request_id": job.request_id,
-                    "status": status,
-                },
-            )
-            return None
-        if status == 404:
-            # The gateway has no such job: no retry can change that.
-            logger.warning(
-                "outcome refused: the gateway does not know this job",
-                extra={"event": "job_callback", "job_id": job.id, "request_id": job.request_id},
-            )
-            return None
-        return f"status {status}"
+            return type(exc).__name__, batch
+        if status != 200:
+            return f"status {status}", batch
+        try:
+            results = json.loads(answer)["results"]
+            statuses = [int(result["status"]) for result in results]
+        except (ValueError, KeyError, TypeError):
+            return "an unusable answer", batch
+        if len(statuses) != len(batch):
+            return "an unusable answer", batch
+        unsettled = []
+        for report, item_status in zip(batch, statuses, strict=True):
+            if item_status in (200, 404, 409):
+                if item_status != 200:
+                    self._log_refused(report.job, item_status)
+                _settle(report, True)
+            else:
+                unsettled.append(report)
+        logger.info(
+            "outcomes reported",
+            extra={"event": "job_callback", "jobs": len(batch), "unsettled": len(unsettled)},
+        )
+        return "per-entry status", unsettled
+
+    @staticmethod
+    def _log_refused(job: ClaimedJob, status: int) -> None:
+        # 409: the lease is no longer current; 404: the gateway has no such job. No retry
+        # can change either.
+        logger.warning(
+            "outcome refused: lease not current"
+            if status == 409
+            else "outcome refused: the gateway does not know this job",
+            extra={
+                "event": "job_callback",
+                "job_id": job.id,
+                "request_id": job.request_id,
+                "status": status,
+            },
+        )
+
+
+def _settle(report: _Report, settled: bool) -> None:
+    # The job's supervision may have stopped waiting (its lease was lost): nothing to tell.
+    if not report.settled.done():
+        report.settled.set_result(settled)

@@ -42,10 +42,11 @@ class JobQueue(Protocol):
     loop; implementations keep blocking work off it. Leases last ``lease_ms`` from the
     claim or the last renewal."""
 
-    async def claim(self) -> ClaimedJob | None:
-        """Takes the next runnable job (queued and available, or running with an expired
-        lease and attempts left), or returns None when there is none right now. A backend
-        that can block (Redis) waits a little before returning None."""
+    async def claim(self, limit: int = 1) -> list[ClaimedJob]:
+        """Takes up to ``limit`` runnable jobs (queued and available, or running with an
+        expired lease and attempts left), each with a lease of its own, in claim order; an
+        empty list when there is none right now. A backend that can block (Redis) waits a
+        little before returning an empty list."""
         ...
 
     async def renew(self, job: ClaimedJob) -> bool:

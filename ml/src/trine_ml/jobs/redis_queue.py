@@ -4,6 +4,7 @@ checks the lease first, so a stale notice or a late worker changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any, cast
@@ -95,6 +96,8 @@ class RedisJobQueue:
         self._claim_script = client.register_script(CLAIM_LUA)
         self._renew_script = client.register_script(RENEW_LUA)
         self._release_script = client.register_script(RELEASE_LUA)
+        self._unacked: list[str] = []  # entries to acknowledge in the next round trip
+        self._acking: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(
@@ -104,69 +107,82 @@ class RedisJobQueue:
         await ensure_group(client)
         return cls(client, worker_id=worker_id, lease_ms=lease_ms, block_ms=block_ms)
 
-    async def claim(self) -> ClaimedJob | None:
+    async def claim(self, limit: int = 1) -> list[ClaimedJob]:
         # Entries of workers that died come first; then new ones, blocking a little.
         while True:
-            entry = await self._autoclaim() or await self._read()
-            if entry is None:
-                return None
-            job = await self._claim_entry(*entry)
-            if job is not None:
-                return job
+            entries = await self._autoclaim(limit) or await self._read(limit)
+            if not entries:
+                return []
+            jobs = await self._claim_entries(entries)
+            if jobs:
+                return jobs
 
-    async def _autoclaim(self) -> tuple[str, str] | None:
+    async def _autoclaim(self, limit: int) -> list[tuple[str, str]]:
         reply: list[Any] = await self._redis.xautoclaim(
-            STREAM, GROUP, self._worker_id, min_idle_time=self._lease_ms, count=1
+            STREAM, GROUP, self._worker_id, min_idle_time=self._lease_ms, count=limit
         )
-        entries = reply[1] if len(reply) > 1 else []
-        for entry_id, fields in entries:
+        entries = []
+        deleted = []  # entries deleted under us: nothing to claim
+        for entry_id, fields in reply[1] if len(reply) > 1 else []:
             if fields:
-                return str(entry_id), str(fields.get("id", ""))
-            await self._drop(str(entry_id))  # the entry was deleted under us
-        return None
+                entries.append((str(entry_id), str(fields.get("id", ""))))
+            else:
+                deleted.append(str(entry_id))
+        await self._drop(deleted)
+        return entries
 
-    async def _read(self) -> tuple[str, str] | None:
+    async def _read(self, limit: int) -> list[tuple[str, str]]:
         reply = cast(
             list[Any] | None,
             await self._redis.xreadgroup(
-                GROUP, self._worker_id, {STREAM: ">"}, count=1, block=self._block_ms
+                GROUP, self._worker_id, {STREAM: ">"}, count=limit, block=self._block_ms
             ),
         )
-        for _, entries in reply or []:
-            for entry_id, fields in entries:
-                return str(entry_id), str((fields or {}).get("id", ""))
-        return None
+        return [
+            (str(entry_id), str((fields or {}).get("id", "")))
+            for _, entries in reply or []
+            for entry_id, fields in entries
+        ]
 
-    async def _claim_entry(self, entry_id: str, job_id: str) -> ClaimedJob | None:
-        token = new_lease_token()
+    async def _claim_entries(self, entries: list[tuple[str, str]]) -> list[ClaimedJob]:
+        """One claim script per entry, all in one round trip; each claim has its own token."""
         now = self._clock()
-        reply = cast(
-            list[str],
-            await self._claim_script(
-                keys=[job_key(job_id), LEASES],
-                args=[job_id, now, now + self._lease_ms, self._worker_id, token],
-            ),
-        )
-        if reply[0] == "ok":
-            _, job_type, raw_input, attempts, max_attempts, request_id = reply
-            return ClaimedJob(
-                job_id,
-                job_type,
-                raw_input,
-                int(attempts),
-                int(max_attempts),
-                request_id,
-                token,
-                entry_id,
+        tokens = [new_lease_token() for _ in entries]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for (_, job_id), token in zip(entries, tokens, strict=True):
+                await self._claim_script(
+                    keys=[job_key(job_id), LEASES],
+                    args=[job_id, now, now + self._lease_ms, self._worker_id, token],
+                    client=pipe,
+                )
+            replies = cast(list[list[str]], await pipe.execute())
+        jobs, refused = [], []
+        for (entry_id, job_id), token, reply in zip(entries, tokens, replies, strict=True):
+            if reply[0] == "ok":
+                _, job_type, raw_input, attempts, max_attempts, request_id = reply
+                jobs.append(
+                    ClaimedJob(
+                        job_id,
+                        job_type,
+                        raw_input,
+                        int(attempts),
+                        int(max_attempts),
+                        request_id,
+                        token,
+                        entry_id,
+                    )
+                )
+                continue
+            # Refused: finished, gone, not yet available, out of attempts, or another
+            # worker's lease is live (should that worker die, the gateway's reaper adds a new
+            # entry).
+            refused.append(entry_id)
+            logger.debug(
+                "stream entry not claimable",
+                extra={"event": "job_entry_skipped", "job_id": job_id, "reason": reply[0]},
             )
-        # Refused: finished, gone, not yet available, out of attempts, or another worker's
-        # lease is live (should that worker die, the gateway's reaper adds a new entry).
-        await self._drop(entry_id)
-        logger.debug(
-            "stream entry not claimable",
-            extra={"event": "job_entry_skipped", "job_id": job_id, "reason": reply[0]},
-        )
-        return None
+        await self._drop(refused)
+        return jobs
 
     async def renew(self, job: ClaimedJob) -> bool:
         now = self._clock()
@@ -188,17 +204,30 @@ class RedisJobQueue:
         if int(released) != 1:
             return False
         if job.entry_id is not None:
-            await self._drop(job.entry_id)
+            await self._drop([job.entry_id])
         return True
 
     async def ack(self, job: ClaimedJob) -> None:
-        if job.entry_id is not None:
-            await self._drop(job.entry_id)
+        if job.entry_id is None:
+            return
+        # The outcomes of a batch report are settled together, and so their jobs are
+        # acknowledged together: one round trip for every entry acknowledged in the same turn
+        # of the event loop.
+        self._unacked.append(job.entry_id)
+        if self._acking is None:
+            self._acking = asyncio.create_task(self._ack_unacked())
+        await asyncio.shield(self._acking)
 
-    async def _drop(self, entry_id: str) -> None:
+    async def _ack_unacked(self) -> None:
+        entry_ids, self._unacked, self._acking = self._unacked, [], None
+        await self._drop(entry_ids)
+
+    async def _drop(self, entry_ids: list[str]) -> None:
+        if not entry_ids:
+            return
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xack(STREAM, GROUP, entry_id)
-            pipe.xdel(STREAM, entry_id)
+            pipe.xack(STREAM, GROUP, *entry_ids)
+            pipe.xdel(STREAM, *entry_ids)
             await pipe.execute()
 
     async def aclose(self) -> None:

@@ -29,6 +29,10 @@ _COLLECTION_NAME = re.compile(COLLECTION_NAME)
 #: Statuses of the sandbox that a later attempt may not get: throttling, a wrong token
 #: (an operator fixes the configuration), a request timeout.
 _TRANSIENT_4XX = frozenset({401, 408, 429})
+#: The sandbox's 503 for a language whose interpreter it does not have
+#: (``ApiError::LanguageUnavailable`` in sandbox/src/error.rs): unlike "at capacity", no
+#: later attempt on the same sandboxes can succeed, so the job fails at once.
+_RUNTIME_MISSING = re.compile(r"^language '[^']*' is not installed on this sandbox$")
 
 
 class JobRunner:
@@ -120,6 +124,8 @@ class JobRunner:
                 return Outcome.retry("upstream_error", "the sandbox sent an unusable answer")
         error_type, message = _envelope(status, raw)
         if 400 <= status < 500 and status not in _TRANSIENT_4XX:
+            return Outcome.failed(error_type, message)
+        if status == 503 and _RUNTIME_MISSING.match(message):
             return Outcome.failed(error_type, message)
         return Outcome.retry(error_type, message)
 

@@ -70,6 +70,7 @@ async def run_worker(
                 lease_s=settings.job_lease,
                 concurrency=settings.worker_concurrency,
                 shutdown_grace_s=settings.worker_shutdown_grace,
+                claim_ahead_s=settings.worker_claim_ahead,
                 idle_sleep_s=(
                     settings.worker_poll_ms / 1000 if settings.resolved_backend == "sqlite" else 0
                 ),
@@ -85,6 +86,9 @@ async def run_worker(
                     "provider": services.provider.name,
                 },
             )
-            await worker.run(stop)
+            try:
+                await worker.run(stop)
+            finally:
+                await reporter.aclose()
     finally:
         await queue.aclose()

@@ -43,6 +43,13 @@ class WorkerSettings(Settings):
     job_lease: float = Field(default=30.0, ge=0.1, le=3600, description="Lease, seconds.")
     worker_concurrency: int = Field(default=1, ge=1, le=64)
     worker_shutdown_grace: float = Field(default=20.0, ge=0, le=3600)
+    worker_claim_ahead: float = Field(
+        default=0.05,
+        ge=0,
+        le=3600,
+        description="Seconds of expected work a slot claims beyond its current job (at the"
+        " pace of its recent jobs, at most 16 jobs and a tenth of the lease); 0: one at a time.",
+    )
     worker_poll_ms: int = Field(
         default=50, ge=1, le=10_000, description="SQLite: the wait between polls when idle."
     )

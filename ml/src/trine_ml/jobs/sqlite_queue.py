@@ -88,26 +88,44 @@ class SQLiteJobQueue:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, work, self._conn)
 
-    async def claim(self) -> ClaimedJob | None:
-        token = new_lease_token()
-        params = {
-            "worker": self._worker_id,
-            "token": token,
-            "now": self._clock(),
-            "lease_ms": self._lease_ms,
-        }
+    async def claim(self, limit: int = 1) -> list[ClaimedJob]:
+        now = self._clock()
 
-        def claim(conn: sqlite3.Connection) -> tuple[str, str, str, int, int, str] | None:
-            # fetchall: the statement (and so its transaction) ends only once it is stepped
-            # to completion.
-            rows: list[tuple[str, str, str, int, int, str]] = conn.execute(CLAIM, params).fetchall()
-            return rows[0] if rows else None
+        def claim(conn: sqlite3.Connection) -> list[ClaimedJob]:
+            # Several claims share one transaction (one write lock, one commit), each with
+            # the contract's statement and a token of its own.
+            if limit > 1:
+                conn.execute("BEGIN IMMEDIATE")
+            jobs: list[ClaimedJob] = []
+            try:
+                while len(jobs) < limit:
+                    token = new_lease_token()
+                    params = {
+                        "worker": self._worker_id,
+                        "token": token,
+                        "now": now,
+                        "lease_ms": self._lease_ms,
+                    }
+                    # fetchall: the statement (and so an autocommit transaction) ends only
+                    # once it is stepped to completion.
+                    rows = conn.execute(CLAIM, params).fetchall()
+                    if not rows:
+                        break
+                    job_id, job_type, raw_input, attempts, max_attempts, request_id = rows[0]
+                    jobs.append(
+                        ClaimedJob(
+                            job_id, job_type, raw_input, attempts, max_attempts, request_id, token
+                        )
+                    )
+                if limit > 1:
+                    conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return jobs
 
-        row = await self._run(claim)
-        if row is None:
-            return None
-        job_id, job_type, raw_input, attempts, max_attempts, request_id = row
-        return ClaimedJob(job_id, job_type, raw_input, attempts, max_attempts, request_id, token)
+        return await self._run(claim)
 
     async def renew(self, job: ClaimedJob) -> bool:
         params = {

@@ -1,9 +1,13 @@
 """The worker loop: claim, run under a renewed lease, report, acknowledge; and a graceful
-stop that lets running jobs finish within a grace period, then releases them.
+stop that lets running jobs finish within a grace period, then releases them (and the jobs
+claimed but not started).
 
-A slot claims its next job as soon as the current one has run: the report to the gateway
+A slot starts its next job as soon as the current one has run: the report to the gateway
 (and the acknowledgement) carry on in the background, still under the renewed lease, so the
-round trip to the gateway does not idle the slot."""
+round trip to the gateway does not idle the slot. When its jobs are short, a slot also claims
+several at once and runs them one after the other, so the round trip to the queue is paid
+once for many jobs; it claims ahead only what it expects to start within ``claim_ahead_s``
+at the pace of its recent jobs, so long jobs are still claimed one at a time."""
 
 from __future__ import annotations
 
@@ -23,8 +27,13 @@ logger = logging.getLogger("trine_ml.worker")
 #: Wait after a failed claim (the queue's store unreachable) before the next one.
 CLAIM_ERROR_BACKOFF_S = 1.0
 #: Reports in flight per slot before the slot waits for one to finish (a slow gateway
-#: slows the worker down instead of piling up finished jobs).
-REPORTS_PER_SLOT = 4
+#: slows the worker down instead of piling up finished jobs). Reports waiting together go
+#: to the gateway in one request, so a few dozen keep those requests few.
+REPORTS_PER_SLOT = 32
+#: The most jobs a slot claims at once.
+MAX_CLAIM = 16
+#: Weight of the latest run in a slot's running average of run times.
+PACE_WEIGHT = 0.2
 
 
 @dataclass
@@ -54,6 +63,7 @@ class Worker:
         concurrency: int = 1,
         shutdown_grace_s: float = 20.0,
         idle_sleep_s: float = 0.05,
+        claim_ahead_s: float = 0.05,
     ) -> None:
         self._queue = queue
         self._runner = runner
@@ -62,6 +72,8 @@ class Worker:
         self._concurrency = concurrency
         self._grace_s = shutdown_grace_s
         self._idle_sleep_s = idle_sleep_s
+        # Never more than a tenth of the lease: a claimed job waits at most that long.
+        self._claim_ahead_s = min(claim_ahead_s, lease_s / 10)
         self._running: dict[str, _Running] = {}
         # Every claimed job's supervision, from claim to acknowledgement.
         self._jobs: set[asyncio.Task[None]] = set()
@@ -97,30 +109,73 @@ class Worker:
         logger.info("worker stopped", extra={"event": "worker_stopped"})
 
     async def _slot(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                job = await self._queue.claim()
-            except Exception:
-                logger.exception("claim failed", extra={"event": "job_claim_error"})
-                await _sleep_unless(stop, CLAIM_ERROR_BACKOFF_S)
-                continue
-            if job is None:
-                if self._idle_sleep_s > 0:
-                    await _sleep_unless(stop, self._idle_sleep_s)
-                continue
-            if stop.is_set():
-                # Claimed as the stop came: hand it straight back.
+        claimed: list[ClaimedJob] = []  # claimed at ``claimed_at``, not started yet
+        claimed_at = 0.0
+        pace: float | None = None  # running average of this slot's run times, seconds
+        try:
+            while not stop.is_set():
+                if not claimed:
+                    # The leases start at the latest when the claim is asked for.
+                    claimed_at = time.monotonic()
+                    try:
+                        claimed = await self._queue.claim(self._claim_size(pace))
+                    except Exception:
+                        logger.exception("claim failed", extra={"event": "job_claim_error"})
+                        await _sleep_unless(stop, CLAIM_ERROR_BACKOFF_S)
+                        continue
+                    if not claimed:
+                        if self._idle_sleep_s > 0:
+                            await _sleep_unless(stop, self._idle_sleep_s)
+                        continue
+                    if stop.is_set():
+                        break  # claimed as the stop came: handed back below
+                job = claimed.pop(0)
+                lease_deadline = await self._lease_before_start(job, claimed_at)
+                if lease_deadline is None:
+                    continue
+                running = _Running(job, lease_deadline=lease_deadline)
+                supervision = asyncio.create_task(self._handle(running))
+                self._jobs.add(supervision)
+                supervision.add_done_callback(self._jobs.discard)
+                ran = asyncio.create_task(running.ran.wait())
+                await asyncio.wait([supervision, ran], return_when=asyncio.FIRST_COMPLETED)
+                ran.cancel()
+                took = time.perf_counter() - running.started
+                pace = took if pace is None else pace + PACE_WEIGHT * (took - pace)
+                while len(self._jobs) > self._concurrency * REPORTS_PER_SLOT:
+                    await asyncio.wait(self._jobs, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for job in claimed:
                 await self._release(job)
-                return
-            running = _Running(job, lease_deadline=time.monotonic() + self._lease_s)
-            supervision = asyncio.create_task(self._handle(running))
-            self._jobs.add(supervision)
-            supervision.add_done_callback(self._jobs.discard)
-            ran = asyncio.create_task(running.ran.wait())
-            await asyncio.wait([supervision, ran], return_when=asyncio.FIRST_COMPLETED)
-            ran.cancel()
-            while len(self._jobs) > self._concurrency * REPORTS_PER_SLOT:
-                await asyncio.wait(self._jobs, return_when=asyncio.FIRST_COMPLETED)
+
+    def _claim_size(self, pace: float | None) -> int:
+        """How many jobs a slot claims at once: one until it knows its pace, then one more
+        for each job it expects to start within the claim-ahead time, at most MAX_CLAIM."""
+        if pace is None:
+            return 1
+        return max(1, min(MAX_CLAIM, 1 + int(self._claim_ahead_s / max(pace, 1e-6))))
+
+    async def _lease_before_start(self, job: ClaimedJob, claimed_at: float) -> float | None:
+        """The lease deadline (``time.monotonic``) a claimed job starts with, renewing the
+        lease first if the job waited more than a third of it; None if the lease was lost
+        meanwhile (or could not be renewed): the job is not started."""
+        if time.monotonic() - claimed_at <= self._lease_s / 3:
+            return claimed_at + self._lease_s
+        asked_at = time.monotonic()
+        try:
+            renewed = await self._queue.renew(job)
+        except Exception:
+            logger.warning(
+                "lease renewal failed", extra={"event": "job_renew_error"}, exc_info=True
+            )
+            renewed = False
+        if renewed:
+            return asked_at + self._lease_s
+        logger.warning(
+            "lease lost before the job started: not run",
+            extra={"event": "job_lease_lost", "job_id": job.id, "request_id": job.request_id},
+        )
+        return None
 
     async def _handle(self, running: _Running) -> None:
         job = running.job
