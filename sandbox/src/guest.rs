@@ -40,6 +40,30 @@ pub enum Stop {
     Cancelled,
 }
 
+/// How many of each resource one run's store may hold, whatever its memory limit; the
+/// engine's instance pool is sized from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreCaps {
+    /// Instances: the guest's, and the quota bridge's for Python.
+    pub instances: u32,
+    /// Linear memories.
+    pub memories: u32,
+    /// Tables.
+    pub tables: u32,
+    /// Elements per table.
+    pub table_elements: usize,
+}
+
+impl StoreCaps {
+    /// The caps every run gets.
+    pub const PER_RUN: StoreCaps = StoreCaps {
+        instances: 4,
+        memories: 4,
+        tables: 16,
+        table_elements: 1 << 20,
+    };
+}
+
 /// Wraps `StoreLimits` to remember whether the guest ever asked for more memory than allowed,
 /// so a failure that follows can be reported as `memory_exceeded`.
 pub struct GuestLimiter {
@@ -52,13 +76,14 @@ impl GuestLimiter {
     /// Caps memory at `memory_limit` bytes and bounds the other store resources. Growth past
     /// the cap returns -1 to the guest instead of trapping, so guests can handle it.
     pub fn new(memory_limit: usize) -> Self {
+        let caps = StoreCaps::PER_RUN;
         GuestLimiter {
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory_limit)
-                .instances(4)
-                .memories(4)
-                .tables(16)
-                .table_elements(1 << 20)
+                .instances(caps.instances as usize)
+                .memories(caps.memories as usize)
+                .tables(caps.tables as usize)
+                .table_elements(caps.table_elements)
                 .trap_on_grow_failure(false)
                 .build(),
             memory_limit,

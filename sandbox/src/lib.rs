@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod compiled_cache;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod guest;
 pub mod interpreters;
@@ -74,7 +75,7 @@ pub fn app(state: AppState) -> axum::Router {
 /// from the on-disk cache or, on a miss, compiled and stored there first (slow: `progress`
 /// hears about it). After this no request compiles an interpreter.
 pub fn build_sandbox(config: &SandboxConfig, progress: &dyn Fn(&str)) -> wasmtime::Result<Sandbox> {
-    let mut sandbox = Sandbox::new(config.limits)?;
+    let mut sandbox = Sandbox::new(config.limits, config.concurrency)?;
     let runtimes = &config.runtimes;
     if runtimes.python_wasm.is_none() && runtimes.javascript_wasm.is_none() {
         return Ok(sandbox);

@@ -1,8 +1,12 @@
 //! Admission control: a fixed number of runs execute at once, a bounded number wait, and the
 //! rest are turned away with 503 so overload never turns into unbounded latency or memory.
+//!
+//! Runs execute on guest threads (big native stacks) that are kept between runs: spawning one
+//! per run cost more than a whole trivial run.
 
-use std::sync::Arc;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use tokio::sync::{Semaphore, oneshot};
 use tracing::Span;
@@ -16,6 +20,58 @@ pub struct RunPool {
     running: Arc<Semaphore>,
     admitted: Arc<AtomicUsize>,
     capacity: usize,
+    threads: GuestThreads,
+}
+
+/// One run's work, as handed to a guest thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Up to `max` guest threads, started as runs first need them, each taking jobs from one queue
+/// until the pool is dropped. A job is queued only once its run holds a slot, so with `max`
+/// equal to the number of slots a job never waits for longer than a thread takes to pick it up.
+struct GuestThreads {
+    max: usize,
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    // Guards the queue's sending side and the count of threads started.
+    queue: Mutex<(mpsc::Sender<Job>, usize)>,
+}
+
+impl GuestThreads {
+    fn new(max: usize) -> Self {
+        let (sender, receiver) = mpsc::channel();
+        GuestThreads {
+            max,
+            jobs: Arc::new(Mutex::new(receiver)),
+            queue: Mutex::new((sender, 0)),
+        }
+    }
+
+    /// Queues `job`, first starting another thread if fewer than `max` exist.
+    fn submit(&self, job: Job) -> std::io::Result<()> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let (sender, started) = &mut *queue;
+        if *started < self.max {
+            let jobs = self.jobs.clone();
+            spawn_guest_thread(move || take_jobs(&jobs))?;
+            *started += 1;
+        }
+        sender
+            .send(job)
+            .map_err(|_| std::io::Error::other("guest threads are gone"))
+    }
+}
+
+/// A guest thread's life: run jobs until the queue's sending side is dropped with the pool.
+fn take_jobs(jobs: &Mutex<mpsc::Receiver<Job>>) {
+    loop {
+        let job = match jobs.lock().unwrap_or_else(PoisonError::into_inner).recv() {
+            Ok(job) => job,
+            Err(mpsc::RecvError) => return,
+        };
+        // A run that panics must not take the thread with it. Its slot and its result channel
+        // are dropped while unwinding, so its caller hears that it ended without a result.
+        let _ = panic::catch_unwind(AssertUnwindSafe(job));
+    }
 }
 
 /// Holds one place (running or waiting) in the pool; released on drop.
@@ -44,6 +100,7 @@ impl RunPool {
             running: Arc::new(Semaphore::new(concurrency)),
             admitted: Arc::new(AtomicUsize::new(0)),
             capacity: concurrency + queue,
+            threads: GuestThreads::new(concurrency),
         }
     }
 
@@ -52,7 +109,7 @@ impl RunPool {
         self.admitted.load(Ordering::Acquire)
     }
 
-    /// Runs `work` on a dedicated guest thread once a slot is free, or fails with
+    /// Runs `work` on a guest thread once a slot is free, or fails with
     /// `Unavailable` at once if the pool and its queue are full.
     ///
     /// Dropping the returned future cancels the run; its slot is released only when the guest
@@ -73,16 +130,17 @@ impl RunPool {
         let _cancel_on_drop = CancelOnDrop(cancel.clone());
         let (done, result) = oneshot::channel();
         let span = Span::current();
-        spawn_guest_thread(move || {
-            let output = span.in_scope(|| work(&cancel));
-            // Free the slot before answering, so a caller that sends its next request as soon
-            // as it has this answer finds the slot free.
-            drop(permit);
-            drop(admission);
-            // The receiver is gone if the caller was; the result is simply discarded then.
-            let _ = done.send(output);
-        })
-        .map_err(|e| ApiError::Internal(format!("spawning guest thread: {e}")))?;
+        self.threads
+            .submit(Box::new(move || {
+                let output = span.in_scope(|| work(&cancel));
+                // Free the slot before answering, so a caller that sends its next request as
+                // soon as it has this answer finds the slot free.
+                drop(permit);
+                drop(admission);
+                // The receiver is gone if the caller was; the result is simply discarded then.
+                let _ = done.send(output);
+            }))
+            .map_err(|e| ApiError::Internal(format!("starting a guest thread: {e}")))?;
         result
             .await
             .map_err(|_| ApiError::Internal("guest thread ended without a result".into()))
@@ -133,6 +191,17 @@ mod tests {
         second.await.unwrap().unwrap();
         assert_eq!(pool.busy(), 0);
         pool.run(|_| ()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn threads_are_reused_and_survive_a_panicking_run() {
+        let pool = RunPool::new(1, 0);
+        let first = pool.run(|_| std::thread::current().id()).await.unwrap();
+        let failed = pool.run(|_| -> () { panic!("a run failed") }).await;
+        assert!(matches!(failed, Err(ApiError::Internal(_))));
+        assert_eq!(pool.busy(), 0);
+        let after = pool.run(|_| std::thread::current().id()).await.unwrap();
+        assert_eq!(first, after);
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 
 use crate::compiled_cache::CompiledCache;
+use crate::engine;
 use crate::error::ApiError;
 use crate::guest::{CancelFlag, Ending, GuestLimiter, RunState};
 use crate::interpreters::{Interpreters, RuntimePaths, run_javascript};
@@ -20,11 +21,8 @@ use crate::protocol::{ModuleSource, RunJob, RunResult};
 use crate::scratch::Scratch;
 use crate::sleep::GuestMonotonicClock;
 
-/// WebAssembly stack allowed to a guest; the native stack of guest threads must exceed it.
-const MAX_WASM_STACK: usize = 8 << 20;
-
 /// Native stack of threads that run guest code: deep guest recursion must end in a clean
-/// stack-overflow trap, which needs room beyond `MAX_WASM_STACK` for host frames.
+/// stack-overflow trap, which needs room beyond `engine::MAX_WASM_STACK` for host frames.
 pub const GUEST_THREAD_STACK: usize = 16 << 20;
 
 /// How often the epoch advances: the granularity of timeouts and cancellation.
@@ -36,36 +34,24 @@ const MODULE_CACHE_ENTRIES: usize = 64;
 /// The name the guest sees as `argv[0]`, its only argument.
 const PROGRAM_NAME: &str = "main";
 
-/// Runs guests. One per process: it owns the engine (fuel and epoch interruption on), the WASI
-/// linker, the module cache and the interpreters, all shared by every run.
+/// Runs guests. One per process: it owns the engines (fuel and epoch interruption on) with
+/// their WASI linkers, the module cache and the interpreters, all shared by every run.
 pub struct Sandbox {
-    engine: Engine,
-    linker: Linker<RunState>,
+    /// Runs user modules.
+    module_engine: Flavour,
+    /// Runs the interpreters, from a pool of instances.
+    interpreter_engine: Flavour,
     modules: ModuleCache,
     interpreters: Interpreters,
     policy: LimitPolicy,
 }
 
 impl Sandbox {
-    /// Builds the engine and starts the epoch ticker, which stops when the engine is dropped.
-    pub fn new(policy: LimitPolicy) -> wasmtime::Result<Self> {
-        let mut config = wasmtime::Config::new();
-        config
-            .consume_fuel(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(MAX_WASM_STACK)
-            // Runs are synchronous, but the async support compiled in for WASI insists that
-            // its stacks could hold the largest WebAssembly stack.
-            .async_stack_size(MAX_WASM_STACK + (1 << 20))
-            .wasm_exceptions(true);
-        let engine = Engine::new(&config)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut RunState| &mut state.wasi)?;
-        crate::sleep::shadow_poll_oneoff(&mut linker)?;
-        start_epoch_ticker(&engine)?;
+    /// Builds the engines, the interpreters' with room for `concurrency` runs at once.
+    pub fn new(policy: LimitPolicy, concurrency: usize) -> wasmtime::Result<Self> {
         Ok(Sandbox {
-            engine,
-            linker,
+            module_engine: Flavour::new(engine::module_engine()?)?,
+            interpreter_engine: Flavour::new(engine::interpreter_engine(&policy, concurrency)?)?,
             modules: ModuleCache::new(MODULE_CACHE_ENTRIES),
             interpreters: Interpreters::default(),
             policy,
@@ -90,7 +76,8 @@ impl Sandbox {
         cache: &CompiledCache,
         progress: &dyn Fn(&str),
     ) -> wasmtime::Result<()> {
-        self.interpreters = Interpreters::load(&self.engine, &self.linker, paths, cache, progress)?;
+        let Flavour { engine, linker } = &self.interpreter_engine;
+        self.interpreters = Interpreters::load(engine, linker, paths, cache, progress)?;
         Ok(())
     }
 
@@ -118,7 +105,7 @@ impl Sandbox {
             ModuleSource::Wat(_) | ModuleSource::Wasm(_) => {
                 let (instance_pre, entrypoint) = self.prepare_module(job)?;
                 wasi.arg(PROGRAM_NAME);
-                self.run_guest(job, wasi, io, |store| {
+                self.run_guest(&self.module_engine, job, wasi, io, |store| {
                     let instance = instance_pre.instantiate(&mut *store)?;
                     call_entrypoint(store, &instance, &entrypoint)
                 })
@@ -133,14 +120,18 @@ impl Sandbox {
                 python
                     .configure(&mut wasi, code, &scratch)
                     .map_err(setup_failed)?;
-                self.run_guest(job, wasi, io, |store| python.run(store))
+                self.run_guest(&self.interpreter_engine, job, wasi, io, |store| {
+                    python.run(store)
+                })
             }
             ModuleSource::JavaScript(code) => {
                 let quickjs = self
                     .interpreters
                     .javascript()
                     .ok_or(ApiError::LanguageUnavailable("javascript"))?;
-                self.run_guest(job, wasi, io, |store| run_javascript(quickjs, store, code))
+                self.run_guest(&self.interpreter_engine, job, wasi, io, |store| {
+                    run_javascript(quickjs, store, code)
+                })
             }
         }
     }
@@ -178,19 +169,22 @@ impl Sandbox {
         };
         let module = self
             .modules
-            .get_or_compile(&self.engine, &wasm)
+            .get_or_compile(&self.module_engine.engine, &wasm)
             .map_err(|e| invalid(format!("invalid WebAssembly module: {e:#}")))?;
         let entrypoint = resolve_entrypoint(&module, job.entrypoint.as_deref())?;
         let instance_pre = self
+            .module_engine
             .linker
             .instantiate_pre(&module)
             .map_err(|e| invalid(format!("cannot link module: {e:#}")))?;
         Ok((instance_pre, entrypoint))
     }
 
-    /// Runs `body` in a fresh store under the job's limits and reports how it ended.
+    /// Runs `body` in a fresh store of `flavour`'s engine under the job's limits and reports
+    /// how it ended.
     fn run_guest(
         &self,
+        flavour: &Flavour,
         job: &RunJob,
         mut wasi: WasiCtxBuilder,
         io: GuestIo<'_>,
@@ -208,7 +202,7 @@ impl Sandbox {
             deadline,
             io.cancel.clone(),
         );
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&flavour.engine, state);
         store.limiter(|state| &mut state.limiter);
         store
             .set_fuel(limits.fuel)
@@ -245,6 +239,24 @@ impl Sandbox {
             truncated: stdout_truncated || stderr_truncated,
             message: ending.message,
         })
+    }
+}
+
+/// An engine and its WASI linker (with `poll_oneoff` shadowed, see `sleep.rs`).
+struct Flavour {
+    engine: Engine,
+    linker: Linker<RunState>,
+}
+
+impl Flavour {
+    /// Builds the linker and starts the engine's epoch ticker, which stops when the engine is
+    /// dropped.
+    fn new(engine: Engine) -> wasmtime::Result<Self> {
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut RunState| &mut state.wasi)?;
+        crate::sleep::shadow_poll_oneoff(&mut linker)?;
+        start_epoch_ticker(&engine)?;
+        Ok(Flavour { engine, linker })
     }
 }
 
