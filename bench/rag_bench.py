@@ -30,7 +30,7 @@ import httpx
 import numpy as np
 from benchlib import bench_config, pct
 from bigcollection import BIG, DIMENSION, fill, load_corpus
-from trine_ml.embedding import OnnxEmbedder
+from trine_ml.embedding import OpenVinoEmbedder
 from trine_ml.store.sqlite import SQLiteVectorStore
 
 from trine.credentials import ApiKey, new_key
@@ -95,7 +95,7 @@ def bench_retrieval(c: httpx.Client, queries: list[str], n: int) -> None:
 
 
 def bench_inline(
-    c: httpx.Client, model: OnnxEmbedder, corpus: list[dict[str, Any]], n: int
+    c: httpx.Client, model: OpenVinoEmbedder, corpus: list[dict[str, Any]], n: int
 ) -> None:
     docs = [d["text"] for d in corpus[300:310]]
     query = "configuration file format"
@@ -127,7 +127,7 @@ def bench_inline(
     )
 
 
-def bench_query_embedding(model: OnnxEmbedder, queries: list[str]) -> None:
+def bench_query_embedding(model: OpenVinoEmbedder, queries: list[str]) -> None:
     model.embed(queries[:5])
     times = []
     for q in queries:
@@ -157,7 +157,7 @@ def main() -> None:
             ):
                 bench_ingest(client, corpus)
                 bench_retrieval(c, queries, args.queries)
-                model = OnnxEmbedder.from_packages(threads=1)
+                model = OpenVinoEmbedder.from_packages(threads=1)
                 bench_inline(c, model, corpus, args.queries)
                 bench_query_embedding(model, queries)
 

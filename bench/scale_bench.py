@@ -15,7 +15,8 @@ keyword, hybrid; top_k 10, no answer), after the same warm-up, which also puts e
 embedding in every replica's cache: the timed figures compare the stores' searches, not the
 embedding of the query, which costs both the same. It reports p50/p95/p99 per
 mode and backend, the pgvector/SQLite p95 ratio, and recall@10 of pgvector's dense search
-against SQLite's, which is exact.
+against SQLite's, which is exact. `--sqlite-only` measures the SQLite stack alone, without
+PostgreSQL.
 
 Gateway (`--part gateway`): the echo upstream and load generator of bench/gatewayload, and
 two gateways in front of the echo, identical but for REDIS_URL (a private redis-server): one
@@ -50,6 +51,7 @@ from benchlib import ROOT, bench_config, pct
 from bigcollection import (
     BIG,
     DIMENSION,
+    VectorSource,
     corpus_passages,
     fill,
     load_corpus,
@@ -59,7 +61,7 @@ from bigcollection import (
 from gateway_overhead import gateway_env, run_load, start_echo, wait_http
 from psycopg import sql
 from trine_ml.dependencies import INTERNAL_TOKEN_HEADER
-from trine_ml.embedding import OnnxEmbedder
+from trine_ml.embedding import OpenVinoEmbedder
 from trine_ml.store.postgres import PostgresVectorStore
 from trine_ml.store.sqlite import SQLiteVectorStore
 
@@ -183,6 +185,41 @@ def dense_plan(url: str, options: str) -> str:
     return f"{'; '.join(scans)} + sort (exact: the planner did not pick HNSW)"
 
 
+def vector_source(corpus: list[dict[str, Any]], vectors: str) -> VectorSource:
+    """The generated collection's vectors: `--vectors mixed` or `random`."""
+    if vectors == "random":
+        return random_vectors()
+    passages = corpus_passages(corpus, words=BASIS_WORDS)
+    print(f"embedding {len(passages)} corpus passages for the vector basis ...", flush=True)
+    started = time.monotonic()
+    basis = OpenVinoEmbedder.from_packages(threads=os.cpu_count() or 1).embed(passages)
+    print(f"embedded in {time.monotonic() - started:.0f}s")
+    return mixed_vectors(np.asarray(basis, dtype=np.float32))
+
+
+def bench_sqlite_only(
+    args: argparse.Namespace, corpus: list[dict[str, Any]], queries: list[str], warmup: list[str]
+) -> dict[str, float]:
+    """`--sqlite-only`: the SQLite stack's figures alone, without starting PostgreSQL."""
+    with tempfile.TemporaryDirectory(prefix="trine-bench-") as tmp:
+        source = vector_source(corpus, args.vectors)
+
+        async def write() -> None:
+            store = SQLiteVectorStore(Path(tmp) / "ml.sqlite3", dimension=DIMENSION)
+            try:
+                await fill([store], args.chunks, corpus, source, label="loaded")
+            finally:
+                await store.aclose()
+
+        asyncio.run(write())
+        print(f"sqlite: starting a stack and querying ({args.queries} queries per mode)")
+        results = measure_backend(Path(tmp), {}, queries, warmup)
+    print(f"\nRAG retrieval through the gateway on SQLite, {args.chunks} chunks, top_k {TOP_K}")
+    for mode in MODES:
+        print(f"  {mode:<8}{summary(results[mode][0])}")
+    return {}
+
+
 def load_both(
     sqlite_path: Path,
     pg_url: str,
@@ -192,15 +229,7 @@ def load_both(
     work_mem: str,
 ) -> None:
     """Writes the same generated collection into the SQLite file and the PostgreSQL store."""
-    if vectors == "mixed":
-        passages = corpus_passages(corpus, words=BASIS_WORDS)
-        print(f"embedding {len(passages)} corpus passages for the vector basis ...", flush=True)
-        started = time.monotonic()
-        basis = OnnxEmbedder.from_packages(threads=os.cpu_count() or 1).embed(passages)
-        print(f"embedded in {time.monotonic() - started:.0f}s")
-        source = mixed_vectors(np.asarray(basis, dtype=np.float32))
-    else:
-        source = random_vectors()
+    source = vector_source(corpus, vectors)
 
     async def write() -> list[tuple[str, str]]:
         sqlite = SQLiteVectorStore(sqlite_path, dimension=DIMENSION)
@@ -314,6 +343,8 @@ def bench_rag(args: argparse.Namespace) -> dict[str, float]:
     if args.queries + args.warmup > len(all_queries):
         sys.exit(f"bench: only {len(all_queries)} queries: --queries + --warmup must fit")
     queries, warmup = all_queries[: args.queries], all_queries[-args.warmup :]
+    if args.sqlite_only:
+        return bench_sqlite_only(args, corpus, queries, warmup)
     results: dict[str, dict[str, tuple[list[float], list[list[str]]]]] = {}
     started = time.monotonic()
     with (
@@ -474,6 +505,9 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=200, help="timed queries per mode")
     parser.add_argument("--warmup", type=int, default=20, help="untimed queries per mode")
     parser.add_argument("--vectors", choices=("mixed", "random"), default="mixed")
+    parser.add_argument(
+        "--sqlite-only", action="store_true", help="RAG on SQLite alone, without PostgreSQL"
+    )
     parser.add_argument("--ef-search", type=int, default=0, help="hnsw.ef_search (0: default)")
     parser.add_argument(
         "--pg-options",

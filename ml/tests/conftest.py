@@ -17,7 +17,7 @@ from constants import TOKEN
 from pg_harness import fresh_database, private_server
 from servers import FakeAnthropic, FakeOpenAI, serve_in_thread
 from trine_ml.app import create_app
-from trine_ml.embedding import OnnxEmbedder
+from trine_ml.embedding import OpenVinoEmbedder
 from trine_ml.settings import Settings
 
 # Nothing in these tests may reach a model hub.
@@ -35,8 +35,8 @@ def shared_data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def onnx_model() -> OnnxEmbedder:
-    return OnnxEmbedder.from_packages(threads=1)
+def embedding_model() -> OpenVinoEmbedder:
+    return OpenVinoEmbedder.from_packages(threads=1)
 
 
 @pytest.fixture
@@ -58,9 +58,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 @pytest.fixture
 def client(
-    make_settings: Callable[..., Settings], onnx_model: OnnxEmbedder
+    make_settings: Callable[..., Settings], embedding_model: OpenVinoEmbedder
 ) -> Iterator[TestClient]:
-    app = create_app(make_settings(), embedder=onnx_model)
+    app = create_app(make_settings(), embedder=embedding_model)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 

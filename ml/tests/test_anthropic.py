@@ -13,7 +13,7 @@ from provider_conformance import PASSAGES, QUERY, ProviderConformance
 from servers import PROVIDER_SECRET, FakeAnthropic
 from sse import parse_events
 from trine_ml.app import create_app
-from trine_ml.embedding import OnnxEmbedder
+from trine_ml.embedding import OpenVinoEmbedder
 from trine_ml.errors import UpstreamError, UpstreamTimeout
 from trine_ml.providers.anthropic import AnthropicProvider
 from trine_ml.providers.base import Answer
@@ -121,7 +121,7 @@ def test_unreachable_provider_is_upstream_error() -> None:
 @pytest.fixture
 def anthropic_client(
     make_settings: Callable[..., Settings],
-    onnx_model: OnnxEmbedder,
+    embedding_model: OpenVinoEmbedder,
     fake_anthropic: tuple[FakeAnthropic, str],
 ) -> Iterator[tuple[TestClient, FakeAnthropic]]:
     fake, url = fake_anthropic
@@ -132,7 +132,7 @@ def anthropic_client(
         llm_timeout_s=0.5,
         llm_max_retries=0,
     )
-    with TestClient(create_app(settings, embedder=onnx_model)) as client:
+    with TestClient(create_app(settings, embedder=embedding_model)) as client:
         yield client, fake
 
 

@@ -13,7 +13,7 @@ import pytest
 from constants import AUTH
 from servers import FakeAnthropic, serve_in_thread
 from trine_ml.app import create_app
-from trine_ml.embedding import OnnxEmbedder
+from trine_ml.embedding import OpenVinoEmbedder
 from trine_ml.settings import Settings
 
 
@@ -29,7 +29,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
 @pytest.mark.slow
 def test_client_disconnect_cancels_llm_call(
     make_settings: Callable[..., Settings],
-    onnx_model: OnnxEmbedder,
+    embedding_model: OpenVinoEmbedder,
     fake_anthropic: tuple[FakeAnthropic, str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -45,7 +45,7 @@ def test_client_disconnect_cancels_llm_call(
     )
     request_id = "cancel-me-0001"
 
-    with serve_in_thread(create_app(settings, embedder=onnx_model)) as ml_url:
+    with serve_in_thread(create_app(settings, embedder=embedding_model)) as ml_url:
 
         async def call_then_hang_up() -> None:
             async with httpx.AsyncClient(base_url=ml_url, timeout=30) as client:
@@ -82,7 +82,7 @@ def test_client_disconnect_cancels_llm_call(
 @pytest.mark.slow
 def test_client_leaving_a_stream_cancels_the_llm_stream(
     make_settings: Callable[..., Settings],
-    onnx_model: OnnxEmbedder,
+    embedding_model: OpenVinoEmbedder,
     fake_anthropic: tuple[FakeAnthropic, str],
 ) -> None:
     fake, fake_url = fake_anthropic
@@ -94,7 +94,7 @@ def test_client_leaving_a_stream_cancels_the_llm_stream(
         llm_timeout_s=60,
         llm_max_retries=0,
     )
-    with serve_in_thread(create_app(settings, embedder=onnx_model)) as ml_url:
+    with serve_in_thread(create_app(settings, embedder=embedding_model)) as ml_url:
 
         async def read_first_token_then_leave() -> str:
             async with (

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from constants import AUTH
 from test_api import assert_envelope
 from trine_ml.app import create_app
-from trine_ml.embedding import OnnxEmbedder
+from trine_ml.embedding import OpenVinoEmbedder
 from trine_ml.settings import Settings
 from trine_ml.store.sqlite import SQLiteVectorStore
 
@@ -229,10 +229,10 @@ def test_generate_false_skips_the_provider(handbook: TestClient) -> None:
 
 
 def test_an_injected_store_is_used_and_left_open(
-    make_settings: Callable[..., Settings], onnx_model: OnnxEmbedder, tmp_path: Path
+    make_settings: Callable[..., Settings], embedding_model: OpenVinoEmbedder, tmp_path: Path
 ) -> None:
-    store = SQLiteVectorStore(tmp_path / "injected.sqlite3", dimension=onnx_model.dimension)
-    app = create_app(make_settings(), embedder=onnx_model, store=store)
+    store = SQLiteVectorStore(tmp_path / "injected.sqlite3", dimension=embedding_model.dimension)
+    app = create_app(make_settings(), embedder=embedding_model, store=store)
     with TestClient(app) as client:
         response = client.post(
             "/collections/own/documents", headers=AUTH, json={"documents": [{"text": "Hi."}]}

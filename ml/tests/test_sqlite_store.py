@@ -7,10 +7,12 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from store_conformance import DIM, FRUIT, SANDBOX, StoreFactory, VectorStoreConformance, doc, unit
 from trine_ml.store.base import VectorStore
+from trine_ml.store.dense import best_scores
 from trine_ml.store.keyword import match_expression
 from trine_ml.store.sqlite import SQLiteVectorStore
 
@@ -121,6 +123,35 @@ def test_a_number_in_the_query_is_not_a_collection(tmp_path: Path) -> None:
             assert await store.keyword_search("other", "1 2", 5) == []
             assert len(await store.keyword_search("other", "sandbox 1", 5)) == 1
             assert await store.keyword_search("other", "bananas", 5) == []
+        finally:
+            await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_best_scores_break_ties_at_the_cut_by_row() -> None:
+    keys = np.array([10, 11, 12, 13, 14], dtype=np.int64)
+    scores = np.array([1.0, 2.0, 3.0, 2.0, 2.0], dtype=np.float32)
+    assert [h.key for h in best_scores(keys, scores, 3)] == [12, 11, 13]
+    scores[0] = -np.inf  # excluded by a filter: never returned, whatever k is
+    assert [h.key for h in best_scores(keys, scores, 10)] == [12, 11, 13, 14]
+
+
+def test_dense_matrix_of_many_load_batches(tmp_path: Path) -> None:
+    # More chunks than one load batch, each vector its own direction: each must find itself.
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((2500, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    docs = [doc(f"d{i}", (f"chunk {i}", vectors[i])) for i in range(len(vectors))]
+
+    async def scenario() -> None:
+        store = SQLiteVectorStore(tmp_path / "many.sqlite3", dimension=DIM)
+        try:
+            await store.upsert("kb", docs)
+            for i in (0, 1023, 1024, 2047, 2499):
+                hits = await store.dense_search("kb", vectors[i], 1)
+                (chunk,) = await store.fetch_chunks("kb", [hits[0].key])
+                assert chunk.document_id == f"d{i}"
         finally:
             await store.aclose()
 

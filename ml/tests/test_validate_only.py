@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from constants import AUTH
 from trine_ml.app import create_app
-from trine_ml.embedding import OnnxEmbedder, Vectors
+from trine_ml.embedding import OpenVinoEmbedder, Vectors
 from trine_ml.settings import Settings
 
 VALIDATE = {**AUTH, "X-Trine-Validate-Only": "1"}
@@ -20,7 +20,7 @@ VALIDATE = {**AUTH, "X-Trine-Validate-Only": "1"}
 class CountingEmbedder:
     """The real model, counting the texts it is asked to embed."""
 
-    def __init__(self, model: OnnxEmbedder) -> None:
+    def __init__(self, model: OpenVinoEmbedder) -> None:
         self._model = model
         self.texts = 0
 
@@ -39,9 +39,9 @@ class CountingEmbedder:
 
 @pytest.fixture
 def spied(
-    make_settings: Callable[..., Settings], onnx_model: OnnxEmbedder
+    make_settings: Callable[..., Settings], embedding_model: OpenVinoEmbedder
 ) -> Iterator[tuple[TestClient, CountingEmbedder]]:
-    embedder = CountingEmbedder(onnx_model)
+    embedder = CountingEmbedder(embedding_model)
     app = create_app(make_settings(), embedder=embedder)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client, embedder

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from trine_ml.chunking import TokenChunker
 from trine_ml.collection_service import CollectionService
-from trine_ml.embedding import AsyncEmbedder, Embedder, OnnxEmbedder
+from trine_ml.embedding import AsyncEmbedder, Embedder, OpenVinoEmbedder
 from trine_ml.providers.anthropic import AnthropicProvider
 from trine_ml.providers.base import LLMProvider
 from trine_ml.providers.extractive import ExtractiveProvider
@@ -93,7 +93,7 @@ async def open_services(
     """Loads the model and opens the store; closes what it opened on exit. Pass ``embedder``
     to reuse an already loaded model and ``store`` to use another backend (tests do)."""
     # One worker thread: model runs are serialised, so concurrent requests queue for the
-    # model instead of oversubscribing the cores (onnxruntime gets embed_threads itself).
+    # model instead of oversubscribing the cores (OpenVINO gets embed_threads itself).
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
     try:
         loop = asyncio.get_running_loop()
@@ -102,8 +102,10 @@ async def open_services(
             started = time.perf_counter()
             model = await loop.run_in_executor(
                 executor,
-                lambda: OnnxEmbedder.from_packages(
-                    threads=settings.embed_threads, batch_size=settings.embed_batch_size
+                lambda: OpenVinoEmbedder.from_packages(
+                    threads=settings.embed_threads,
+                    batch_size=settings.embed_batch_size,
+                    cache_dir=settings.data_dir / "model-cache",
                 ),
             )
             logger.info(

@@ -53,8 +53,10 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(default=1024, ge=1, le=64_000)
     llm_timeout_s: float = Field(default=60.0, gt=0, le=600)
     llm_max_retries: int = Field(default=2, ge=0, le=5)
-    # One intra-op thread by default: the machine has 2 cores shared by the gateway, the
-    # sandbox and several ML replicas, so each replica runs its model on one core.
+    # One inference thread by default: the machine has 2 cores shared by the gateway, the
+    # sandbox and several ML replicas, so each replica runs its model on one core. With two
+    # replicas embedding 200-token chunks at once, 2 threads each cost 7-15% more CPU per
+    # chunk than 1 (OpenVINO, measured), so the pair would ingest less, not more.
     embed_threads: int = Field(default=1, ge=1, le=64)
     embed_batch_size: int = Field(default=32, ge=1, le=1024)
     embed_cache_size: int = Field(default=20_000, ge=0, le=10_000_000)

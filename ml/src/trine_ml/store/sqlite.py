@@ -1,10 +1,9 @@
 """The embedded store: one SQLite file (WAL) shared by every replica on the machine.
 
 Documents and chunks live in tables, each chunk's vector as a float32 blob, and an FTS5
-index over chunk text serves keyword search (BM25). Dense search runs on an in-memory
-matrix per collection; each collection row carries a version that every write bumps, and a
-query first reads that version (one indexed row) and reloads the matrix if another replica,
-or this one, changed the collection since.
+index over chunk text holds the words for keyword search (BM25). Searches run on in-memory
+copies of each collection, a matrix of its vectors and arrays of its FTS5 postings, kept in
+step with the file by a version that every write bumps (see :mod:`trine_ml.store.sqlite_index`).
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -32,8 +30,9 @@ from trine_ml.store.base import (
     StoredChunk,
     matches,
 )
-from trine_ml.store.dense import best_scores
-from trine_ml.store.keyword import match_expression
+from trine_ml.store.keyword import content_words, match_expression
+from trine_ml.store.sqlite_bm25 import TEMP_TABLES, query_phrases
+from trine_ml.store.sqlite_index import CollectionIndexes
 
 T = TypeVar("T")
 
@@ -82,18 +81,6 @@ _RANKING = "INSERT INTO chunks_fts (chunks_fts, rank) VALUES ('rank', ?)"
 _BUSY_TIMEOUT_MS = 30_000
 
 
-@dataclass(frozen=True, slots=True)
-class _DenseIndex:
-    """One collection's vectors as a matrix, with the chunk key and document of each row."""
-
-    collection_id: int
-    version: int
-    keys: npt.NDArray[np.int64]
-    doc_rows: npt.NDArray[np.int64]
-    vectors: npt.NDArray[np.float32]
-    doc_metadata: list[dict[str, Any]]
-
-
 def _filter_json_matches(metadata_json: str, filter_json: str) -> int:
     return int(matches(json.loads(metadata_json), json.loads(filter_json)))
 
@@ -108,10 +95,8 @@ class SQLiteVectorStore:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sqlite")
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
-        # _lock guards _indexes and _connections; held while an index is (re)built so
-        # concurrent queries wait for one load instead of each doing it.
-        self._lock = threading.Lock()
-        self._indexes: dict[str, _DenseIndex] = {}
+        self._lock = threading.Lock()  # guards _connections
+        self._indexes = CollectionIndexes(dimension, self._conn)
         path.parent.mkdir(parents=True, exist_ok=True)
         setup = self._connect()
         try:
@@ -137,6 +122,7 @@ class SQLiteVectorStore:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         conn.create_function("trine_match", 2, _filter_json_matches, deterministic=True)
+        conn.executescript(TEMP_TABLES)  # per connection, in memory: writes nothing to the file
         return conn
 
     def _conn(self) -> sqlite3.Connection:
@@ -213,8 +199,7 @@ class SQLiteVectorStore:
                 return True
 
         deleted = await self._run(delete)
-        with self._lock:
-            self._indexes.pop(collection, None)
+        self._indexes.forget(collection)
         return deleted
 
     # Reads ----------------------------------------------------------------------------
@@ -234,16 +219,8 @@ class SQLiteVectorStore:
         metadata_filter: MetadataFilter | None = None,
     ) -> list[ScoredChunk]:
         def search(conn: sqlite3.Connection) -> list[ScoredChunk]:
-            index = self._current_index(conn, collection)
-            scores = index.vectors @ vector.astype(np.float32, copy=False)
-            if metadata_filter:
-                allowed = np.array(
-                    [matches(m, metadata_filter) for m in index.doc_metadata], dtype=bool
-                )
-                if allowed.size == 0:
-                    return []
-                scores = np.where(allowed[index.doc_rows], scores, -np.inf)
-            return best_scores(index.keys, scores, k)
+            index = self._indexes.dense(conn, collection)
+            return index.search(vector, k, index.chunks.allowed(metadata_filter))
 
         return await self._run(search)
 
@@ -251,6 +228,14 @@ class SQLiteVectorStore:
         self, collection: str, query: str, k: int, metadata_filter: MetadataFilter | None = None
     ) -> list[ScoredChunk]:
         def search(conn: sqlite3.Connection) -> list[ScoredChunk]:
+            words = content_words(query)
+            index = self._indexes.keyword(conn, collection)
+            phrases = query_phrases(conn, words) if index is not None and words else None
+            if index is not None and phrases is not None:
+                return index.search(phrases, k, index.chunks.allowed(metadata_filter))
+            return fts5_search(conn)
+
+        def fts5_search(conn: sqlite3.Connection) -> list[ScoredChunk]:
             match = match_expression(query, _collection_id(conn, collection))
             if match is None:
                 return []
@@ -292,45 +277,6 @@ class SQLiteVectorStore:
             return []
         return await self._run(fetch)
 
-    def _current_index(self, conn: sqlite3.Connection, collection: str) -> _DenseIndex:
-        row = conn.execute(
-            "SELECT id, version FROM collections WHERE name = ?", (collection,)
-        ).fetchone()
-        if row is None:
-            with self._lock:  # deleted through another replica: free its matrix here too
-                self._indexes.pop(collection, None)
-            raise NotFound(f"collection {collection!r} does not exist")
-        with self._lock:
-            index = self._indexes.get(collection)
-            if index is None or (index.collection_id, index.version) != row:
-                index = self._load_index(conn, row[0])
-                self._indexes[collection] = index
-            return index
-
-    def _load_index(self, conn: sqlite3.Connection, collection_id: int) -> _DenseIndex:
-        # One read transaction, so the version and the rows it describes agree.
-        with _transaction(conn, immediate=False):
-            (version,) = conn.execute(
-                "SELECT version FROM collections WHERE id = ?", (collection_id,)
-            ).fetchone()
-            docs = conn.execute(
-                "SELECT id, metadata FROM documents WHERE collection_id = ? ORDER BY id",
-                (collection_id,),
-            ).fetchall()
-            rows = conn.execute(
-                "SELECT id, document_id, vector FROM chunks WHERE collection_id = ? ORDER BY id",
-                (collection_id,),
-            ).fetchall()
-        position = {doc_row: i for i, (doc_row, _) in enumerate(docs)}
-        keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        doc_rows = np.fromiter((position[r[1]] for r in rows), dtype=np.int64, count=len(rows))
-        vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(
-            len(rows), self._dimension
-        )
-        return _DenseIndex(
-            collection_id, version, keys, doc_rows, vectors, [json.loads(m) for _, m in docs]
-        )
-
     async def aclose(self) -> None:
         def close_all() -> None:
             with self._lock:
@@ -339,18 +285,19 @@ class SQLiteVectorStore:
                 self._connections.clear()
 
         def shut_down() -> None:
-            # Connections belong to the pool's threads; close them once the pool is idle.
+            # Connections belong to the pools' threads; close them once the pools are idle.
             self._executor.shutdown(wait=True, cancel_futures=True)
+            self._indexes.close()
             close_all()
 
         await asyncio.to_thread(shut_down)
 
 
 @contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection, *, immediate: bool = True) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` takes the write lock up front, so two replicas never deadlock
-    upgrading read locks; a plain ``BEGIN`` gives a consistent read. Commit or roll back."""
-    conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction, committed or rolled back. ``BEGIN IMMEDIATE`` takes the write
+    lock up front, so two replicas never deadlock upgrading read locks."""
+    conn.execute("BEGIN IMMEDIATE")
     try:
         yield
     except BaseException:
