@@ -7,6 +7,7 @@ import asyncio
 import random
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,6 +105,14 @@ def index_version(store: SQLiteVectorStore) -> int:
     return store._indexes._keyword["kb"].chunks.version
 
 
+async def build_keyword_index(store: SQLiteVectorStore, collection: str = "kb") -> None:
+    """Searches once, which starts the in-memory index's build, and waits for it, so what
+    follows is answered by the index, not by FTS5."""
+    await store.keyword_search(collection, "kernel", 1)
+    store._indexes.wait_for_rebuilds()
+    assert collection in store._indexes._keyword
+
+
 def assert_same(found: list[ScoredChunk], expected: list[ScoredChunk]) -> None:
     assert [h.key for h in found] == [h.key for h in expected]
     assert [h.score for h in found] == pytest.approx([h.score for h in expected], rel=1e-12)
@@ -116,11 +125,42 @@ def test_ranking_equals_fts5_bm25(tmp_path: Path) -> None:
         store = SQLiteVectorStore(path, dimension=DIM)
         try:
             await store.upsert("kb", corpus(1, 60))
+            await build_keyword_index(store)
             for query in QUERIES:
                 for k in (1, 5, 500):
                     found = await store.keyword_search("kb", query, k)
                     assert_same(found, fts5_ranking(path, "kb", query, k))
             assert await store.keyword_search("kb", "connected", 500)  # the corpus matches
+        finally:
+            await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_filters_keep_the_unfiltered_order(tmp_path: Path) -> None:
+    """BM25 scores do not depend on the filter: a filtered search is the unfiltered ranking
+    with the other documents' chunks left out."""
+    path = tmp_path / "filters.sqlite3"
+
+    async def scenario() -> None:
+        store = SQLiteVectorStore(path, dimension=DIM)
+        try:
+            await store.upsert("kb", corpus(4, 60))
+            await build_keyword_index(store)
+            cases: list[tuple[dict[str, Any], set[int]]] = [
+                ({"shard": 1}, {1}),
+                ({"shard": {"in": [0, 2]}}, {0, 2}),
+            ]
+            for flt, shards in cases:
+                allowed = {f"d{d}" for d in range(60) if d % 3 in shards}
+                for query in QUERIES:
+                    found = await store.keyword_search("kb", query, 10, flt)
+                    ranking = fts5_ranking(path, "kb", query, 10_000)
+                    chunks = await store.fetch_chunks("kb", [h.key for h in ranking])
+                    kept = [
+                        h for h, c in zip(ranking, chunks, strict=True) if c.document_id in allowed
+                    ]
+                    assert_same(found, kept[:10])
         finally:
             await store.aclose()
 
@@ -138,6 +178,8 @@ def test_statistics_are_the_collections_own(tmp_path: Path) -> None:
             await alone.upsert("kb", corpus(2, 30))
             await shared.upsert("other", corpus(3, 50))
             await shared.upsert("kb", corpus(2, 30))
+            await build_keyword_index(alone)
+            await build_keyword_index(shared)
             for query in QUERIES:
                 found = await shared.keyword_search("kb", query, 20)
                 expected = await alone.keyword_search("kb", query, 20)
@@ -168,6 +210,7 @@ def test_a_word_fts5_splits_is_matched_as_its_phrase(tmp_path: Path) -> None:
                     doc("b", ("point the mount elsewhere", unit(0, 1))),
                 ],
             )
+            await build_keyword_index(store)
             found = await store.keyword_search("kb", "mount_point", 5)
             assert [c.document_id for c in await store.fetch_chunks("kb", [found[0].key])] == ["a"]
             assert_same(found, fts5_ranking(path, "kb", "mount_point", 5))

@@ -20,13 +20,26 @@ var forbiddenPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("100.64.0.0/10"),      // carrier-grade NAT (RFC 6598)
 	netip.MustParsePrefix("0.0.0.0/8"),          // "this network": reaches the host on Linux
 	netip.MustParsePrefix("255.255.255.255/32"), // limited broadcast
+	netip.MustParsePrefix("64:ff9b:1::/48"),     // local-use NAT64 (RFC 8215): a private translator
 }
+
+// Prefixes of IPv6 addresses that carry an IPv4 address a translator or relay
+// would reach: the well-known NAT64 prefix (RFC 6052, the IPv4 address in the
+// last 32 bits) and 6to4 (RFC 3056, in bits 16 to 47).
+var (
+	nat64Prefix = netip.MustParsePrefix("64:ff9b::/96")
+	sixToFour   = netip.MustParsePrefix("2002::/16")
+)
 
 // ForbiddenIP reports whether a webhook must not be sent to ip: loopback,
 // link-local, private (RFC 1918, ULA fc00::/7), unspecified, multicast or
-// CGNAT, including IPv4 addresses written as IPv4-mapped IPv6.
+// CGNAT, including IPv4 addresses written as IPv4-mapped IPv6 or embedded in
+// NAT64 and 6to4 addresses.
 func ForbiddenIP(ip netip.Addr) bool {
 	ip = ip.Unmap()
+	if embedded, ok := embeddedIPv4(ip); ok && ForbiddenIP(embedded) {
+		return true
+	}
 	if !ip.IsValid() || ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
 		ip.IsPrivate() || ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() {
 		return true
@@ -37,6 +50,20 @@ func ForbiddenIP(ip netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// embeddedIPv4 is the IPv4 address a NAT64 or 6to4 address stands for.
+func embeddedIPv4(ip netip.Addr) (netip.Addr, bool) {
+	b := ip.As16()
+	switch {
+	case !ip.Is6():
+		return netip.Addr{}, false
+	case nat64Prefix.Contains(ip):
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case sixToFour.Contains(ip):
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	}
+	return netip.Addr{}, false
 }
 
 // URLPolicy says which webhook URLs are allowed.

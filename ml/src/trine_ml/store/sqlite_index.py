@@ -5,10 +5,10 @@ version (one indexed row) and compares it with the version its in-memory index w
 from, so writes by any replica are seen by the next search everywhere:
 
 - the dense matrix is reloaded on the spot (about a second at 100k chunks);
-- the keyword index takes several seconds to rebuild at that size, so when it is out of date
-  the search runs on FTS5 directly (slower, always current) while one background thread
-  rebuilds it. Only the first keyword search of a collection on a replica waits for a build.
-  Rebuilds follow searches, not writes: a collection nobody searches is not rebuilt.
+- the keyword index takes several seconds to build at that size, so while it is missing or
+  out of date the search runs on FTS5 directly (slower, always current) and one background
+  thread builds it: no search waits for a build. Builds follow searches, not writes: a
+  collection nobody searches is not indexed.
 """
 
 from __future__ import annotations
@@ -47,8 +47,6 @@ class CollectionIndexes:
         self._dense: dict[str, DenseIndex] = {}
         self._keyword: dict[str, KeywordIndex] = {}
         self._rebuilding: set[str] = set()
-        # Held while a keyword index is built: one build at a time, never two of one index.
-        self._keyword_build = threading.Lock()
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-bm25")
 
     def dense(self, conn: sqlite3.Connection, collection: str) -> DenseIndex:
@@ -62,25 +60,17 @@ class CollectionIndexes:
             return index
 
     def keyword(self, conn: sqlite3.Connection, collection: str) -> KeywordIndex | None:
-        """The collection's current keyword index, or None while an out-of-date one is
-        being rebuilt (search FTS5 then). Raises NotFound for an unknown collection."""
+        """The collection's current keyword index, or None while it is being built (search
+        FTS5 then). Raises NotFound for an unknown collection."""
         current = self._version(conn, collection)
         with self._lock:
             index = self._keyword.get(collection)
-            if index is not None and _version_of(index.chunks) != current:
-                if collection not in self._rebuilding:
-                    self._rebuilding.add(collection)
-                    self._builder.submit(self._rebuild, collection)
-                return None
-        if index is None:
-            with self._keyword_build:
-                with self._lock:
-                    index = self._keyword.get(collection)
-                if index is None:
-                    index = self._load_keyword(conn, current[0])
-                    with self._lock:
-                        self._keyword[collection] = index
-        return index
+            if index is not None and _version_of(index.chunks) == current:
+                return index
+            if collection not in self._rebuilding:
+                self._rebuilding.add(collection)
+                self._builder.submit(self._rebuild, collection)
+            return None
 
     def forget(self, collection: str) -> None:
         with self._lock:
@@ -106,16 +96,13 @@ class CollectionIndexes:
     def _rebuild(self, collection: str) -> None:
         try:
             conn = self._connection()
-            with self._keyword_build:
-                row = conn.execute(
-                    "SELECT id FROM collections WHERE name = ?", (collection,)
-                ).fetchone()
-                if row is None:
-                    self.forget(collection)
-                    return
-                index = self._load_keyword(conn, int(row[0]))
-                with self._lock:
-                    self._keyword[collection] = index
+            row = conn.execute("SELECT id FROM collections WHERE name = ?", (collection,)).fetchone()
+            if row is None:
+                self.forget(collection)
+                return
+            index = self._load_keyword(conn, int(row[0]))
+            with self._lock:
+                self._keyword[collection] = index
         except Exception:
             # Searches keep using FTS5 and schedule another rebuild on their next call.
             logger.exception("rebuilding the keyword index of %r failed", collection)
