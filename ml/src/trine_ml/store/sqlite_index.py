@@ -96,7 +96,9 @@ class CollectionIndexes:
     def _rebuild(self, collection: str) -> None:
         try:
             conn = self._connection()
-            row = conn.execute("SELECT id FROM collections WHERE name = ?", (collection,)).fetchone()
+            row = conn.execute(
+                "SELECT id FROM collections WHERE name = ?", (collection,)
+            ).fetchone()
             if row is None:
                 self.forget(collection)
                 return
