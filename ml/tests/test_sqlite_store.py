@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 
 from store_conformance import DIM, FRUIT, SANDBOX, StoreFactory, VectorStoreConformance, doc, unit
 from trine_ml.store.base import VectorStore
-from trine_ml.store.dense import best_scores
+from trine_ml.store.dense import SPLIT_SCAN_ROWS, CollectionRows, DenseIndex, best_scores
 from trine_ml.store.keyword import match_expression
 from trine_ml.store.sqlite import SQLiteVectorStore
 
@@ -135,6 +137,29 @@ def test_best_scores_break_ties_at_the_cut_by_row() -> None:
     assert [h.key for h in best_scores(keys, scores, 3)] == [12, 11, 13]
     scores[0] = -np.inf  # excluded by a filter: never returned, whatever k is
     assert [h.key for h in best_scores(keys, scores, 10)] == [12, 11, 13, 14]
+
+
+def test_a_split_scan_scores_every_row_as_one_scan_does() -> None:
+    rows = SPLIT_SCAN_ROWS * 2 + 3  # an odd count, so the halves differ
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((rows, DIM)).astype(np.float32)
+    keys = np.arange(rows, dtype=np.int64)
+    chunks = CollectionRows(1, 1, keys, np.zeros(rows, dtype=np.int64), [{}])
+    query = rng.standard_normal(DIM).astype(np.float32)
+    scanner_busy = threading.Event()
+    with ThreadPoolExecutor(max_workers=1) as scanner:
+        split = DenseIndex(chunks, vectors, scanner=scanner)
+        # Expected values computed after each search: a freed array of the same values could
+        # otherwise be what np.empty hands the search back, hiding rows it never scanned.
+        found = split.search(query, rows, None)
+        assert found == best_scores(keys, vectors @ query, rows)
+        # A busy scanner: the caller takes the second half back and scans it itself.
+        blocker = scanner.submit(lambda: scanner_busy.wait(5))
+        other_query = rng.standard_normal(DIM).astype(np.float32)
+        found = split.search(other_query, rows, None)
+        assert found == best_scores(keys, vectors @ other_query, rows)
+        scanner_busy.set()
+        blocker.result()
 
 
 def test_dense_matrix_of_many_load_batches(tmp_path: Path) -> None:

@@ -214,10 +214,10 @@ class Stack:
         return {
             "HF_HUB_OFFLINE": "1",
             "TRINE_SQLITE_PATH": str(self.config.state_dir / "ml.sqlite3"),
-            # Dense search's matrix-vector product is bound by memory bandwidth: a second
-            # OpenBLAS thread barely speeds it up, yet must be scheduled next to the other
-            # replicas, and every query then waits for it (p50 74 ms against 33 ms at 100k
-            # chunks on two busy cores). Set it in the environment to override.
+            # OpenBLAS's extra threads spin while they wait for a core: next to the other
+            # replicas every dense query then waits for them (p50 74 ms against 33 ms at 100k
+            # chunks on two busy cores). The store splits large scans over two plain threads
+            # instead. Set it in the environment to override.
             "OPENBLAS_NUM_THREADS": self.config.base_env.get("OPENBLAS_NUM_THREADS", "1"),
         }
 

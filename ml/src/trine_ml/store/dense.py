@@ -3,6 +3,7 @@ over a score per row."""
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,20 +36,50 @@ class CollectionRows:
         return documents[self.doc_rows]
 
 
+#: Rows from which a scan is split in two halves, one of them on ``DenseIndex.scanner``.
+SPLIT_SCAN_ROWS = 16_384
+
+
 @dataclass(frozen=True, slots=True)
 class DenseIndex:
-    """A collection's unit vectors as one matrix, row ``i`` being ``chunks.keys[i]``'s."""
+    """A collection's unit vectors as one matrix, row ``i`` being ``chunks.keys[i]``'s.
+    ``scanner``, if given, scans half of a large matrix beside the searching thread."""
 
     chunks: CollectionRows
     vectors: npt.NDArray[np.float32]
+    scanner: Executor | None = None
 
     def search(
         self, vector: npt.NDArray[np.float32], k: int, allowed: npt.NDArray[np.bool_] | None
     ) -> list[ScoredChunk]:
-        scores = self.vectors @ vector.astype(np.float32, copy=False)
+        scores = self._scores(vector.astype(np.float32, copy=False))
         if allowed is not None:
             scores[~allowed] = -np.inf
         return best_scores(self.chunks.keys, scores, k)
+
+    def _scores(self, vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        # One BLAS thread scans at about a third of what two reach here, yet OpenBLAS's own
+        # second thread spins while it waits for a core, which costs more than it saves when
+        # the cores are busy (see docs/operations.md). So the two halves run on two plain
+        # threads: the scanner's waits block instead of spinning, and a half the scanner has
+        # not started is taken back and scanned here.
+        rows = self.vectors.shape[0]
+        if self.scanner is None or rows < SPLIT_SCAN_ROWS:
+            scores: npt.NDArray[np.float32] = self.vectors @ vector
+            return scores
+        scores = np.empty(rows, dtype=np.float32)
+        half = rows // 2
+
+        def scan(start: int, stop: int) -> None:
+            np.matmul(self.vectors[start:stop], vector, out=scores[start:stop])
+
+        other = self.scanner.submit(scan, half, rows)
+        scan(0, half)
+        if other.cancel():
+            scan(half, rows)
+        else:
+            other.result()
+        return scores
 
 
 def best_scores(
