@@ -129,7 +129,11 @@ func complete(t *testing.T, b backend, c claimed, kind string, payload string) (
 	} else {
 		o.Error = json.RawMessage(payload)
 	}
-	j, applied, err := b.store.Complete(context.Background(), c.ID, o)
+	res, err := b.store.CompleteMany(context.Background(), []Completion{{ID: c.ID, Outcome: o}})
+	if err != nil {
+		t.Fatalf("complete %s: %v", c.ID, err)
+	}
+	j, applied, err := res[0].Job, res[0].Applied, res[0].Err
 	if err == nil || errors.Is(err, ErrConflict) {
 		if c.ack != nil {
 			c.ack()

@@ -124,7 +124,7 @@ type Completion struct {
 	Outcome Outcome
 }
 
-// Completed is what Complete answers for one Completion.
+// Completed is what CompleteMany answers for one Completion.
 type Completed struct {
 	Job     Job
 	Applied bool
@@ -177,15 +177,12 @@ type Store interface {
 	// Get returns the owner's job with its webhook delivery, or ErrNotFound
 	// (also for another owner's job).
 	Get(ctx context.Context, owner, id string) (Job, error)
-	// Complete applies a worker's callback. applied is false when the
-	// callback repeats the outcome already applied. Errors: ErrNotFound,
-	// ErrConflict. A terminal transition creates the job's delivery.
-	Complete(ctx context.Context, id string, o Outcome) (job Job, applied bool, err error)
-	// CompleteMany applies several callbacks, each exactly as Complete
-	// would, in order; results[i] answers items[i], its Err being nil,
-	// ErrNotFound or ErrConflict. err is for the store failing, and then
-	// the caller cannot know which items were applied (repeating them is
-	// safe: a repeated outcome is recognised).
+	// CompleteMany applies workers' callbacks in order; results[i] answers
+	// items[i]: Applied is false when the callback repeats the outcome
+	// already applied, and Err is nil, ErrNotFound or ErrConflict. A
+	// terminal transition creates the job's delivery. err is for the store
+	// failing, and then the caller cannot know which items were applied
+	// (repeating them is safe: a repeated outcome is recognised).
 	CompleteMany(ctx context.Context, items []Completion) (results []Completed, err error)
 	// Reap fails running jobs whose lease expired with their attempts
 	// exhausted (creating their deliveries) and makes delayed retries due

@@ -211,8 +211,8 @@ func (s *Redis) Get(ctx context.Context, owner, id string) (Job, error) {
 	return j, nil
 }
 
-// Complete implements Store.
-func (s *Redis) Complete(ctx context.Context, id string, o Outcome) (Job, bool, error) {
+// complete applies one callback with one script.
+func (s *Redis) complete(ctx context.Context, id string, o Outcome) (Job, bool, error) {
 	now := strconv.FormatInt(ms(s.now()), 10)
 	res, err := completeScript.Run(ctx, s.client,
 		[]string{redisJobKey(id), redisLeases, redisDelayed, redisDeliveries, redisFinished},
@@ -236,7 +236,7 @@ func (s *Redis) Complete(ctx context.Context, id string, o Outcome) (Job, bool, 
 func (s *Redis) CompleteMany(ctx context.Context, items []Completion) ([]Completed, error) {
 	results := make([]Completed, len(items))
 	for i, c := range items {
-		j, applied, err := s.Complete(ctx, c.ID, c.Outcome)
+		j, applied, err := s.complete(ctx, c.ID, c.Outcome)
 		if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrConflict) {
 			return nil, err
 		}

@@ -29,15 +29,6 @@ func scanDelivery(row scanner) (Delivery, error) {
 	return d, nil
 }
 
-// Complete implements Store.
-func (s *SQLite) Complete(ctx context.Context, id string, o Outcome) (Job, bool, error) {
-	res, err := s.CompleteMany(ctx, []Completion{{ID: id, Outcome: o}})
-	if err != nil {
-		return Job{}, false, err
-	}
-	return res[0].Job, res[0].Applied, res[0].Err
-}
-
 // CompleteMany implements Store, in one transaction: one commit however
 // many outcomes a worker reports at once.
 func (s *SQLite) CompleteMany(ctx context.Context, items []Completion) ([]Completed, error) {
