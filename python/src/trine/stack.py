@@ -213,6 +213,8 @@ class Stack:
         # one are searched through all, and they survive a restart of the stack.
         return {
             "HF_HUB_OFFLINE": "1",
+            # Also where the compiled embedding model is cached, so not the caller's directory.
+            "TRINE_DATA_DIR": str(self.config.state_dir),
             "TRINE_SQLITE_PATH": str(self.config.state_dir / "ml.sqlite3"),
             # OpenBLAS's extra threads spin while they wait for a core: next to the other
             # replicas every dense query then waits for them (p50 74 ms against 33 ms at 100k
