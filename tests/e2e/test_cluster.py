@@ -110,10 +110,14 @@ def test_a_job_submitted_through_one_gateway_is_read_through_the_other(
 
         assert wait_for(all_done, 60)
     # Each ran once, on whichever worker claimed it first.
-    logs = cluster.log_text("worker-0") + cluster.log_text("worker-1")
+    def claims(job_id: str) -> list[str]:
+        logs = cluster.log_text("worker-0") + cluster.log_text("worker-1")
+        return [line for line in logs.splitlines() if job_id in line and '"job_claimed"' in line]
+
+    # Log files are written by the launcher's copying threads, a moment after the fact.
+    assert wait_for(lambda: all(claims(job_id) for job_id in ids))
     for job_id in ids:
-        claims = [line for line in logs.splitlines() if job_id in line and '"job_claimed"' in line]
-        assert len(claims) == 1, claims
+        assert len(claims(job_id)) == 1, claims(job_id)
 
 
 def _steady_load(stack: Stack, stop: threading.Event, answers: list[Any]) -> None:

@@ -61,7 +61,7 @@ def test_key_created_and_reloaded_on_sighup_is_rate_limited(stack: Stack) -> Non
         refused = c.post("/v1/rag/query", json=QUERY)
         assert_envelope(refused, 429, "rate_limited")
         assert int(refused.headers["Retry-After"]) >= 1
-    assert f'"key_id":"{key_id}"' in stack.log_text("gateway")
+    assert wait_for(lambda: f'"key_id":"{key_id}"' in stack.log_text("gateway"))
 
 
 def test_a_broken_keys_file_keeps_the_old_keys(stack: Stack, client: httpx.Client) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import assert_envelope, run_sandbox
+from conftest import assert_envelope, run_sandbox, wait_for
 from trine.stack import Stack
 
 HELLO = """
@@ -91,4 +91,5 @@ def test_request_id_reaches_the_sandbox(client: httpx.Client, stack: Stack) -> N
     )
     assert resp.status_code == 200
     assert resp.headers["X-Request-ID"] == rid
-    assert rid in stack.log_text("sandbox")
+    # The launcher copies service output to the log file from a thread, so allow it a moment.
+    assert wait_for(lambda: rid in stack.log_text("sandbox"))
