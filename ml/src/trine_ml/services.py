@@ -103,9 +103,7 @@ async def open_services(
             model = await loop.run_in_executor(
                 executor,
                 lambda: OpenVinoEmbedder.from_packages(
-                    threads=settings.embed_threads,
-                    batch_size=settings.embed_batch_size,
-                    cache_dir=settings.data_dir / "model-cache",
+                    threads=settings.embed_threads, batch_size=settings.embed_batch_size
                 ),
             )
             logger.info(
