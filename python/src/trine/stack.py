@@ -213,7 +213,7 @@ class Stack:
         # one are searched through all, and they survive a restart of the stack.
         return {
             "HF_HUB_OFFLINE": "1",
-            # Also where the compiled embedding model is cached, so not the caller's directory.
+            # Whatever the ML processes keep on disk stays in the stack's state directory.
             "TRINE_DATA_DIR": str(self.config.state_dir),
             "TRINE_SQLITE_PATH": str(self.config.state_dir / "ml.sqlite3"),
             # OpenBLAS's extra threads spin while they wait for a core: next to the other
