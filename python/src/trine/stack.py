@@ -218,8 +218,7 @@ class Stack:
             "TRINE_SQLITE_PATH": str(self.config.state_dir / "ml.sqlite3"),
             # OpenBLAS's extra threads spin while they wait for a core: next to the other
             # replicas every dense query then waits for them (p50 74 ms against 33 ms at 100k
-            # chunks on two busy cores). The store splits large scans over two plain threads
-            # instead. Set it in the environment to override.
+            # chunks on two busy cores). Set it in the environment to override.
             "OPENBLAS_NUM_THREADS": self.config.base_env.get("OPENBLAS_NUM_THREADS", "1"),
         }
 

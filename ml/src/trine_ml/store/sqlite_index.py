@@ -48,7 +48,6 @@ class CollectionIndexes:
         self._keyword: dict[str, KeywordIndex] = {}
         self._rebuilding: set[str] = set()
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-bm25")
-        self._scanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dense-scan")
 
     def dense(self, conn: sqlite3.Connection, collection: str) -> DenseIndex:
         """The collection's current dense matrix, reloaded first if it is out of date."""
@@ -56,7 +55,7 @@ class CollectionIndexes:
         with self._lock:
             index = self._dense.get(collection)
             if index is None or _version_of(index.chunks) != current:
-                index = DenseIndex(*self._load_dense(conn, current[0]), scanner=self._scanner)
+                index = DenseIndex.build(*self._load_dense(conn, current[0]))
                 self._dense[collection] = index
             return index
 
@@ -84,7 +83,6 @@ class CollectionIndexes:
 
     def close(self) -> None:
         self._builder.shutdown(wait=True, cancel_futures=True)
-        self._scanner.shutdown(wait=True)
 
     def _version(self, conn: sqlite3.Connection, collection: str) -> tuple[int, int]:
         row = conn.execute(
