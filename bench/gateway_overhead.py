@@ -1,17 +1,19 @@
 """What the Go gateway adds to one HTTP hop, against a direct call and a Python gateway.
 
-Starts, side by side on this machine: a minimal echo upstream, the real gateway in front of it
-(API key check, rate limiting with limits too high to refuse, metrics, tracing, access log), and
-a minimal FastAPI + httpx gateway (key check and relay only). The Go load generator then measures
-each path the same way:
+Starts, side by side on this machine: a minimal echo upstream, a bare Go relay in front of it
+(net/http server and client, nothing else: the cost of a second HTTP hop by itself), the real
+gateway in front of it (API key check, rate limiting with limits too high to refuse, metrics,
+tracing, access log), and a minimal FastAPI + httpx gateway (key check and relay only). The Go
+load generator then measures each path the same way:
 
 - latency at concurrency 1 (closed loop, one request at a time): p50 and p99;
 - latency under open-model load at a constant rate (requests start on schedule whatever the
   latency, so queueing is not hidden): p50 and p99;
 - maximum throughput with many concurrent closed-loop workers.
 
-It prints the gateway's added latency (its percentile minus the direct one), the throughput
-ratios and the gateway's peak RSS, and checks them against the targets.
+It prints the gateway's added latency (its percentile minus the direct one), the bare relay's,
+and the gateway's own share (gateway minus bare relay), the throughput ratios and the gateway's
+peak RSS, and checks them against the targets.
 
     make bench-gateway        # or: .venv/bin/python bench/gateway_overhead.py [--seconds 3]
 """
@@ -58,6 +60,17 @@ def start_echo(tmp: Path, procs: list[subprocess.Popen[str]]) -> tuple[Path, str
     procs.append(echo)
     assert echo.stdout is not None
     return exe, "http://" + echo.stdout.readline().strip()
+
+
+def start_relay(exe: Path, upstream: str, procs: list[subprocess.Popen[str]]) -> str:
+    """Starts the load tool's bare relay in front of `upstream` (added to `procs`); returns its
+    URL."""
+    relay = subprocess.Popen(
+        [str(exe), "relay", "-upstream", upstream], stdout=subprocess.PIPE, text=True
+    )
+    procs.append(relay)
+    assert relay.stdout is not None
+    return "http://" + relay.stdout.readline().strip()
 
 
 def gateway_env(
@@ -133,6 +146,7 @@ def main() -> int:
         tmp = Path(tmp_name)
         try:
             exe, upstream = start_echo(tmp, procs)
+            relay = start_relay(exe, upstream, procs)
 
             key = ApiKey(id="bench", key=new_key(), scopes=("rag",))
             keys_file = tmp / "keys.json"
@@ -170,11 +184,13 @@ def main() -> int:
             procs.append(python)
 
             wait_http(upstream + "/healthz")
+            wait_http(relay + "/healthz")
             wait_http(f"http://{gw_addr}/readyz")
             wait_http(f"http://127.0.0.1:{py_port}/docs")
 
             paths = {
                 "direct": upstream + "/rag/query",
+                "relay": relay + "/rag/query",
                 "gateway": f"http://{gw_addr}{PATH}",
                 "python": f"http://127.0.0.1:{py_port}{PATH}",
             }
@@ -202,7 +218,7 @@ def main() -> int:
 def report(
     results: dict[str, dict[str, dict[str, float]]], rss: float, args: argparse.Namespace
 ) -> None:
-    d, g, p = results["direct"], results["gateway"], results["python"]
+    d, b, g, p = results["direct"], results["relay"], results["gateway"], results["python"]
     print(
         f"\n{'path':<9}{'c=1 p50':>10}{'c=1 p99':>10}{'open p50':>10}{'open p99':>10}"
         f"{'max rps':>10}{'errors':>8}"
@@ -231,6 +247,14 @@ def report(
     print(
         f"\ngateway added latency at c=1: p50 {added['p50_added_us']:.0f} µs, "
         f"p99 {added['p99_added_us']:.0f} µs"
+    )
+    print(
+        f"bare relay added latency at c=1: p50 {b['c1']['p50_us'] - d['c1']['p50_us']:.0f} µs, "
+        f"p99 {b['c1']['p99_us'] - d['c1']['p99_us']:.0f} µs"
+    )
+    print(
+        f"gateway above the bare relay at c=1: p50 {g['c1']['p50_us'] - b['c1']['p50_us']:.0f} µs, "
+        f"p99 {g['c1']['p99_us'] - b['c1']['p99_us']:.0f} µs"
     )
     print(
         f"gateway added latency at {args.rate:.0f} req/s: p50 {open_added[0]:.0f} µs, "

@@ -1,7 +1,8 @@
 // Command gatewayload measures an HTTP hop for the gateway benchmark
-// (bench/gateway_overhead.py). It has two modes:
+// (bench/gateway_overhead.py). It has three modes:
 //
 //	gatewayload echo -addr 127.0.0.1:0        a minimal upstream: /healthz, and any POST echoed as a small JSON answer
+//	gatewayload relay -upstream URL           a bare relay to URL (same path), to price a second HTTP hop alone
 //	gatewayload load -url U [-key K] ...       drive U and print latency percentiles and throughput as JSON
 //	                                          (-expect 202 for routes that answer 202;
 //	                                          -header "Name: value", repeatable, adds a header)
@@ -29,16 +30,18 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: gatewayload echo|load [flags]")
+		fmt.Fprintln(os.Stderr, "usage: gatewayload echo|relay|load [flags]")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
 	case "echo":
 		echo(os.Args[2:])
+	case "relay":
+		relay(os.Args[2:])
 	case "load":
 		load(os.Args[2:])
 	default:
-		fmt.Fprintln(os.Stderr, "usage: gatewayload echo|load [flags]")
+		fmt.Fprintln(os.Stderr, "usage: gatewayload echo|relay|load [flags]")
 		os.Exit(2)
 	}
 }
@@ -50,14 +53,7 @@ func echo(args []string) {
 	fs := flag.NewFlagSet("echo", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:0", "listen address")
 	_ = fs.Parse(args)
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	// The orchestrator reads the bound address from the first line.
-	fmt.Println(ln.Addr().String())
-	err = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	serve(*addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" {
 			_, _ = w.Write([]byte(`{"status":"ok"}`))
 			return
@@ -66,6 +62,18 @@ func echo(args []string) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(answer)
 	}))
+}
+
+// serve listens on addr, prints the bound address as the first line of
+// output (the orchestrator reads it) and serves h until it fails.
+func serve(addr string, h http.Handler) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println(ln.Addr().String())
+	err = http.Serve(ln, h)
 	fmt.Fprintln(os.Stderr, err)
 	os.Exit(1)
 }

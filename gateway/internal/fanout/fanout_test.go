@@ -1,7 +1,9 @@
 package fanout
 
 import (
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +25,13 @@ func TestParseMode(t *testing.T) {
 		{`{"fanout":["all"]}`, Single, false},
 		{`{"fanout":"all","stream":true}`, Single, false},
 		{`{"stream":1}`, Single, false},
+		// Names match as decoding matches them, whatever the scan in
+		// front of it passes over.
+		{`{"FanOut":"all"}`, All, true},
+		{`{"\u0066anout":"hedge"}`, Hedge, true},
+		{`{"ſtream":1}`, Single, false},
+		{`{"STREAM":"yes"}`, Single, false},
+		{`{"query":"no such member","nested":{"fanout":1}}`, Single, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.body, func(t *testing.T) {
@@ -79,8 +88,15 @@ func FuzzParseMode(f *testing.F) {
 	f.Add(`{"fanout":"all"}`)
 	f.Add(`{"fanout":"hedge","stream":true}`)
 	f.Add(`{"fanout":1}`)
+	f.Add(`{"ſtream":1}`)
 	f.Fuzz(func(t *testing.T, body string) {
 		m, err := ParseMode([]byte(body))
+		// Passing over a body must give what decoding it gives.
+		if obj := strings.HasPrefix(strings.TrimSpace(body), "{"); obj && json.Valid([]byte(body)) && !mayName([]byte(body)) {
+			if dm, derr := decodeMode([]byte(body)); dm != Single || derr != nil {
+				t.Errorf("passed over a body that decodes to %q, %v", dm, derr)
+			}
+		}
 		if err == nil && m != Single && m != All && m != Hedge {
 			t.Errorf("unknown mode %q accepted", m)
 		}

@@ -7,9 +7,10 @@
 // the bytes, are most of what a relay hop costs. Client writes the request
 // and reads the response itself: the caller parks once, on the socket, and
 // the network poller wakes it when the answer arrives. Parsing is
-// net/http's own (Request.Write, ReadResponse), so framing (Content-Length,
-// chunked, trailers, bodies ended by closing the connection) is the
-// standard library's.
+// net/http's own (ReadResponse), so framing (Content-Length, chunked,
+// trailers, bodies ended by closing the connection) is the standard
+// library's; requests are written as Request.Write writes them, the plain
+// ones directly (writeRequest).
 package h1client
 
 import (
@@ -168,7 +169,7 @@ func (c *Client) exchange(ctx context.Context, cn *conn, req *http.Request) (*ht
 		}
 		return nil, err
 	}
-	writeErr := req.Write(cn.bw)
+	writeErr := writeRequest(cn.bw, req)
 	if writeErr == nil {
 		writeErr = cn.bw.Flush()
 	}

@@ -28,7 +28,20 @@ type Metrics struct {
 	jobsEnqueued *prometheus.CounterVec
 	jobsFinished *prometheus.CounterVec
 	webhooks     *prometheus.CounterVec
+
+	// The per-request series, resolved once per label set.
+	routes    cache[string, *routeSeries]
+	upstreams cache[upstreamLabels, prometheus.Observer]
+	decisions cache[string, prometheus.Counter]
 }
+
+// routeSeries holds one route's request series.
+type routeSeries struct {
+	duration prometheus.Observer
+	codes    cache[int, prometheus.Counter]
+}
+
+type upstreamLabels struct{ upstream, outcome string }
 
 // New registers the gateway's metrics and the Go runtime and process
 // collectors.
@@ -91,21 +104,30 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
 }
 
-// RequestStarted counts a request as in flight; call the returned function
-// when it is done, with its route pattern and final status.
-func (m *Metrics) RequestStarted() func(route string, code int) {
-	start := time.Now()
+// RequestStarted counts a request as in flight; call RequestDone when it is
+// done.
+func (m *Metrics) RequestStarted() {
 	m.inFlight.Inc()
-	return func(route string, code int) {
-		m.inFlight.Dec()
-		m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
-		m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
-	}
+}
+
+// RequestDone records a request that took d, with its route pattern and
+// final status.
+func (m *Metrics) RequestDone(route string, code int, d time.Duration) {
+	m.inFlight.Dec()
+	rs := m.routes.get(route, func() *routeSeries {
+		return &routeSeries{duration: m.duration.WithLabelValues(route)}
+	})
+	rs.codes.get(code, func() prometheus.Counter {
+		return m.requests.WithLabelValues(route, strconv.Itoa(code))
+	}).Inc()
+	rs.duration.Observe(d.Seconds())
 }
 
 // UpstreamDone records one finished upstream exchange.
 func (m *Metrics) UpstreamDone(upstream, outcome string, d time.Duration) {
-	m.upstream.WithLabelValues(upstream, outcome).Observe(d.Seconds())
+	m.upstreams.get(upstreamLabels{upstream, outcome}, func() prometheus.Observer {
+		return m.upstream.WithLabelValues(upstream, outcome)
+	}).Observe(d.Seconds())
 }
 
 // Overhead records the gateway's own time for one request.
@@ -146,7 +168,9 @@ func boolValue(b bool) float64 {
 // RateLimitDecision counts one rate-limit decision (allowed, limited,
 // concurrency or error).
 func (m *Metrics) RateLimitDecision(decision string) {
-	m.limits.WithLabelValues(decision).Inc()
+	m.decisions.get(decision, func() prometheus.Counter {
+		return m.limits.WithLabelValues(decision)
+	}).Inc()
 }
 
 // JobEnqueued counts a new job of a known type.

@@ -107,10 +107,12 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, key auth.Key, rou
 			break
 		}
 	}
+	// Assigned directly under their canonical keys, as Set would store
+	// them, without canonicalising the names on every request.
 	h := w.Header()
-	h.Set("RateLimit-Limit", strconv.Itoa(tightest.Limit))
-	h.Set("RateLimit-Remaining", strconv.Itoa(tightest.Remaining))
-	h.Set("RateLimit-Reset", strconv.Itoa(ceilSeconds(tightest.Reset)))
+	h["Ratelimit-Limit"] = []string{strconv.Itoa(tightest.Limit)}
+	h["Ratelimit-Remaining"] = []string{strconv.Itoa(tightest.Remaining)}
+	h["Ratelimit-Reset"] = []string{strconv.Itoa(ceilSeconds(tightest.Reset))}
 	if !tightest.Allowed {
 		s.metrics.RateLimitDecision("limited")
 		return nil, httperr.New(http.StatusTooManyRequests, httperr.TypeRateLimited,

@@ -21,6 +21,12 @@ type requestInfo struct {
 
 type requestInfoKey struct{}
 
+// requestState is what observe keeps per request, in one allocation.
+type requestState struct {
+	info requestInfo
+	rec  statusRecorder
+}
+
 // requestInfoFrom returns the request's info, or a throwaway value when the
 // request did not pass through observe (so callers never check for nil).
 func requestInfoFrom(ctx context.Context) *requestInfo {
@@ -44,9 +50,12 @@ func stripInternalToken(next http.Handler) http.Handler {
 func (s *Server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, timing := upstream.WithTiming(r.Context())
-		done := s.metrics.RequestStarted()
-		info := &requestInfo{route: unmatchedRoute}
-		rec := &statusRecorder{ResponseWriter: w, timing: timing}
+		s.metrics.RequestStarted()
+		st := &requestState{
+			info: requestInfo{route: unmatchedRoute},
+			rec:  statusRecorder{ResponseWriter: w, timing: timing},
+		}
+		info, rec := &st.info, &st.rec
 		ctx = context.WithValue(ctx, requestInfoKey{}, info)
 		parent, traced := tracing.Parse(r.Header.Get(tracing.Header))
 		if traced {
@@ -55,19 +64,29 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		r = r.WithContext(ctx)
 		defer func() {
 			code := rec.finalStatus(r.Context())
-			done(info.route, code)
-			s.metrics.Overhead(timing.Overhead())
-			// Typed attributes, in a slice sized for them all, spare the
-			// logger boxing and growing on every request.
-			attrs := make([]slog.Attr, 0, 10)
-			attrs = append(attrs,
+			// One clock reading serves the metrics and the log line.
+			end := time.Now()
+			elapsed, upstreamTime := end.Sub(timing.Start), timing.Upstream()
+			s.metrics.RequestDone(info.route, code, elapsed)
+			s.metrics.Overhead(elapsed - upstreamTime)
+			if !s.log.Enabled(ctx, slog.LevelInfo) {
+				return
+			}
+			// The record is built here rather than by Logger.LogAttrs,
+			// which would read the clock again and walk the stack for a
+			// source location that the gateway's log does not record.
+			line := slog.NewRecord(end, slog.LevelInfo, "request", 0)
+			// Typed attributes, gathered on the stack and added at once,
+			// spare the logger boxing them and growing the record twice.
+			var buf [10]slog.Attr
+			attrs := append(buf[:0],
 				slog.String("method", r.Method),
 				slog.String("path", r.URL.Path),
 				slog.String("route", info.route),
 				slog.Int("status", code),
 				slog.Int64("bytes", rec.bytes),
-				slog.Float64("duration_ms", float64(time.Since(timing.Start).Microseconds())/1000),
-				slog.Float64("upstream_ms", float64(timing.Upstream().Microseconds())/1000),
+				slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
+				slog.Float64("upstream_ms", float64(upstreamTime.Microseconds())/1000),
 				slog.String("remote", r.RemoteAddr),
 			)
 			if info.keyID != "" {
@@ -76,7 +95,8 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			if traced {
 				attrs = append(attrs, slog.String("trace_id", parent.TraceID))
 			}
-			s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+			line.AddAttrs(attrs...)
+			_ = s.log.Handler().Handle(ctx, line)
 		}()
 		next.ServeHTTP(rec, r)
 	})
@@ -97,8 +117,9 @@ type statusRecorder struct {
 func (s *statusRecorder) WriteHeader(code int) {
 	if s.code == 0 && code >= 200 {
 		s.code = code
-		if h := s.Header(); h.Get("Server-Timing") == "" {
-			h.Set("Server-Timing", "gw;dur="+upstream.Millis(s.timing.Overhead()))
+		// Direct map access: the key is already canonical.
+		if h := s.Header(); len(h["Server-Timing"]) == 0 || h["Server-Timing"][0] == "" {
+			h["Server-Timing"] = []string{"gw;dur=" + upstream.Millis(s.timing.Overhead())}
 		}
 	}
 	s.ResponseWriter.WriteHeader(code)

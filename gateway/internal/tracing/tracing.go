@@ -27,6 +27,10 @@ type Parent struct {
 // continue is accepted: version 00, or a later version whose first four
 // fields look like 00's (the spec asks to parse those the same way).
 func Parse(v string) (Parent, bool) {
+	// Most requests carry no trace: splitting "" would still allocate.
+	if v == "" {
+		return Parent{}, false
+	}
 	parts := strings.Split(strings.TrimSpace(v), "-")
 	if len(parts) < 4 {
 		return Parent{}, false

@@ -27,11 +27,20 @@ const InternalTokenHeader = "X-Trine-Internal-Token"
 // gateway gives up on the call, so it can stop work nobody will read.
 const DeadlineHeader = "X-Trine-Deadline-Ms"
 
-// forwardedHeaders are the only client headers sent upstream. Building the
-// upstream header set from an allowlist means Authorization, cookies and any
-// client-sent internal token can never leak through by accident. The trace
-// headers are handled separately.
+// forwardedHeaders are the only client headers sent upstream, in canonical
+// form. Building the upstream header set from an allowlist means
+// Authorization, cookies and any client-sent internal token can never leak
+// through by accident. The trace headers are handled separately.
 var forwardedHeaders = []string{"Content-Type", "Accept"}
+
+// Canonical forms of the headers the proxy sets, for direct map access:
+// Header.Set would canonicalise the same constant names on every call.
+const (
+	canonicalTraceparent   = "Traceparent"
+	canonicalRequestID     = "X-Request-Id"
+	canonicalInternalToken = "X-Trine-Internal-Token"
+	canonicalDeadline      = "X-Trine-Deadline-Ms"
+)
 
 // errFirstByte is the cause of a call cancelled because the upstream sent
 // no response headers within the route's first-byte timeout.
@@ -210,7 +219,7 @@ func (p *Proxy) send(ctx context.Context, r *http.Request, t *Target, c Call) (*
 		req.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 	}
 	if deadline, ok := callCtx.Deadline(); ok {
-		req.Header.Set(DeadlineHeader, strconv.FormatInt(max(0, time.Until(deadline).Milliseconds()), 10))
+		req.Header[canonicalDeadline] = []string{strconv.FormatInt(max(0, time.Until(deadline).Milliseconds()), 10)}
 	}
 	ex := &Exchange{Target: t, p: p, cancel: cancel, Start: time.Now(), pool: c.Pool}
 	t.inFlight.Add(1)
@@ -249,8 +258,8 @@ func (p *Proxy) send(ctx context.Context, r *http.Request, t *Target, c Call) (*
 // setHeaders copies the allowed client headers and adds the gateway's own.
 func (p *Proxy) setHeaders(req, r *http.Request) {
 	for _, k := range forwardedHeaders {
-		if vs := r.Header.Values(k); len(vs) > 0 {
-			req.Header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
+		if vs := r.Header[k]; len(vs) > 0 {
+			req.Header[k] = append([]string(nil), vs...)
 		}
 	}
 	parent, ok := tracing.FromContext(r.Context())
@@ -260,15 +269,15 @@ func (p *Proxy) setHeaders(req, r *http.Request) {
 	if ok {
 		call = parent.Child()
 	}
-	req.Header.Set(tracing.Header, call.String())
+	req.Header[canonicalTraceparent] = []string{call.String()}
 	if ok {
 		if ts := r.Header.Values("Tracestate"); len(ts) > 0 {
 			req.Header["Tracestate"] = append([]string(nil), ts...)
 		}
 	}
-	req.Header.Set(requestid.Header, requestid.FromContext(r.Context()))
-	req.Header.Set(InternalTokenHeader, p.token)
-	req.Header.Set("User-Agent", "trine-gateway")
+	req.Header[canonicalRequestID] = []string{requestid.FromContext(r.Context())}
+	req.Header[canonicalInternalToken] = []string{p.token}
+	req.Header["User-Agent"] = []string{"trine-gateway"}
 }
 
 // Close abandons the exchange (a hedged loser, a fan-out failure) without a
@@ -306,8 +315,9 @@ func (ex *Exchange) settle(ctx context.Context, outcome Outcome) {
 	ex.done = true
 	ex.cancel(context.Canceled)
 	ex.Target.inFlight.Add(-1)
-	d := time.Since(ex.Start)
-	if ex.Target.record(outcome, ex.pool.ejection, time.Now()) {
+	now := time.Now()
+	d := now.Sub(ex.Start)
+	if ex.Target.record(outcome, ex.pool.ejection, now) {
 		ex.p.log.WarnContext(ctx, "upstream ejected after consecutive failures", "upstream", ex.Target.Name,
 			"for", ex.pool.ejection.For.String())
 	}

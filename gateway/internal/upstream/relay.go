@@ -12,6 +12,10 @@ import (
 	"trine/gateway/internal/httperr"
 )
 
+// relayedHeaders are the upstream answer's headers passed to the client, in
+// canonical form.
+var relayedHeaders = []string{"Content-Type", "Cache-Control"}
+
 // relayBuffers recycles copy buffers: one per request would be most of the
 // gateway's garbage.
 var relayBuffers = sync.Pool{New: func() any {
@@ -30,10 +34,12 @@ func (ex *Exchange) Relay(w http.ResponseWriter, r *http.Request) error {
 		ex.finish(ctx, nil)
 		return he
 	}
+	// Both header maps hold canonical keys, so the values are moved by
+	// direct map access, without canonicalising names on every request.
 	h := w.Header()
-	for _, k := range []string{"Content-Type", "Cache-Control"} {
-		if v := resp.Header.Get(k); v != "" {
-			h.Set(k, v)
+	for _, k := range relayedHeaders {
+		if vs := resp.Header[k]; len(vs) > 0 && vs[0] != "" {
+			h[k] = []string{vs[0]}
 		}
 	}
 	// With the upstream's length declared, the flush after the last read
@@ -41,11 +47,11 @@ func (ex *Exchange) Relay(w http.ResponseWriter, r *http.Request) error {
 	// chunk would go out in another write only after the handler returns,
 	// behind the access log and metrics.
 	if resp.ContentLength >= 0 && bodyAllowed(resp.StatusCode) {
-		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
 	}
 	if timing := TimingFrom(ctx); timing != nil {
 		// The upstream's time so far is its time to first byte.
-		h.Set("Server-Timing", serverTiming(timing, ex))
+		h["Server-Timing"] = []string{serverTiming(timing, ex)}
 	}
 	w.WriteHeader(resp.StatusCode)
 	rc := http.NewResponseController(w)
@@ -92,8 +98,9 @@ func bodyAllowed(code int) bool {
 // serverTiming formats the Server-Timing header of a relayed answer: the
 // gateway's own time so far and the upstream's time to first byte, in ms.
 func serverTiming(timing *Timing, ex *Exchange) string {
-	upstream := timing.Upstream() + time.Since(ex.Start)
-	gw := time.Since(timing.Start) - upstream
+	now := time.Now()
+	upstream := timing.Upstream() + now.Sub(ex.Start)
+	gw := now.Sub(timing.Start) - upstream
 	return "gw;dur=" + Millis(gw) + ", upstream;dur=" + Millis(upstream)
 }
 
