@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from trine.evaluate import document_ranking, load, score
-from trine.gateway_client import MAX_BATCH_DOCUMENTS, batches
+from trine.gateway_client import MAX_BATCH_DOCUMENTS, batches, ingest_all
 from trine.ingest_files import UnsupportedFile, extract_text
 
 
@@ -49,6 +51,28 @@ def test_batches_are_bounded() -> None:
     assert sum(len(g) for g in groups) == len(docs)
     assert all(len(g) <= MAX_BATCH_DOCUMENTS for g in groups)
     assert [len(g) for g in groups if any(d["text"][0] == "y" for d in g)] == [1]
+
+
+def test_a_slow_ingest_request_does_not_hold_back_the_others() -> None:
+    release = threading.Event()
+
+    class SlowFirstBatch:
+        def ingest(self, collection: str, batch: list[dict[str, Any]]) -> dict[str, Any]:
+            if batch[0]["id"] == "d0":
+                release.wait(5)
+                return {"chunks": 0}
+            return {"chunks": len(batch)}
+
+    docs = [{"id": f"d{i}", "text": "x"} for i in range(MAX_BATCH_DOCUMENTS * 4)]
+    results = ingest_all(SlowFirstBatch(), "c", docs, parallel=2)  # type: ignore[arg-type]
+    try:
+        # While the first batch is stuck, the second place serves the three others.
+        first = [next(results) for _ in range(3)]
+        assert first == [(MAX_BATCH_DOCUMENTS, MAX_BATCH_DOCUMENTS)] * 3
+        assert not release.is_set()
+    finally:
+        release.set()
+    assert list(results) == [(MAX_BATCH_DOCUMENTS, 0)]
 
 
 def test_text_extraction(tmp_path: Path) -> None:
