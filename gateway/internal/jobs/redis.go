@@ -41,6 +41,9 @@ func redisIdemKey(owner, key string) string {
 type Redis struct {
 	client redis.UniversalClient
 	now    func() time.Time
+	// backfillPoll is how often a gateway waiting for another's Backfill
+	// looks whether it is done.
+	backfillPoll time.Duration
 }
 
 // NewRedis returns a store on client; now is the clock (nil: time.Now).
@@ -49,7 +52,7 @@ func NewRedis(client redis.UniversalClient, now func() time.Time) *Redis {
 	if now == nil {
 		now = time.Now
 	}
-	return &Redis{client: client, now: now}
+	return &Redis{client: client, now: now, backfillPoll: 5 * time.Second}
 }
 
 // OpenRedis is NewRedis followed by EnsureGroup.

@@ -67,7 +67,33 @@ func (r *Runner) Run(ctx context.Context) {
 	wg.Add(2)
 	go func() { defer wg.Done(); r.reapLoop(ctx) }()
 	go func() { defer wg.Done(); r.deliveryLoop(ctx) }()
+	if b, ok := r.store.(backfiller); ok {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.backfill(ctx, b) }()
+	}
 	wg.Wait()
+}
+
+// backfiller is a store whose data from before its retention indexes
+// existed must be indexed once (Redis.Backfill).
+type backfiller interface {
+	Backfill(ctx context.Context) (BackfillResult, error)
+}
+
+// backfill runs beside the loops, as it may scan a large store: until it
+// is done, retention only misses the oldest jobs, which the purge after it
+// removes.
+func (r *Runner) backfill(ctx context.Context, b backfiller) {
+	start := time.Now()
+	res, err := b.Backfill(ctx)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		r.log.WarnContext(ctx, "jobs retention backfill failed; the next start retries it", "error", err.Error(),
+			"jobs_added", res.Jobs, "idempotency_keys_added", res.IdempotencyKeys)
+	case err == nil && res.Ran:
+		r.log.InfoContext(ctx, "jobs retention backfill done", "jobs_added", res.Jobs,
+			"idempotency_keys_added", res.IdempotencyKeys, "duration_ms", time.Since(start).Milliseconds())
+	}
 }
 
 func (r *Runner) reapLoop(ctx context.Context) {
