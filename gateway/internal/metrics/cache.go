@@ -24,16 +24,16 @@ func (c *cache[K, V]) get(k K, resolve func() V) V {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	old := c.m.Load()
-	next := make(map[K]V, 1)
-	if old != nil {
-		if v, ok := (*old)[k]; ok {
-			return v
-		}
-		next = make(map[K]V, len(*old)+1)
-		for ok, ov := range *old {
-			next[ok] = ov
-		}
+	var old map[K]V
+	if p := c.m.Load(); p != nil {
+		old = *p
+	}
+	if v, ok := old[k]; ok {
+		return v
+	}
+	next := make(map[K]V, len(old)+1)
+	for ok, ov := range old {
+		next[ok] = ov
 	}
 	v := resolve()
 	next[k] = v

@@ -33,13 +33,13 @@ const DeadlineHeader = "X-Trine-Deadline-Ms"
 // through by accident. The trace headers are handled separately.
 var forwardedHeaders = []string{"Content-Type", "Accept"}
 
-// Canonical forms of the headers the proxy sets, for direct map access:
-// Header.Set would canonicalise the same constant names on every call.
-const (
-	canonicalTraceparent   = "Traceparent"
-	canonicalRequestID     = "X-Request-Id"
-	canonicalInternalToken = "X-Trine-Internal-Token"
-	canonicalDeadline      = "X-Trine-Deadline-Ms"
+// Canonical forms of the headers the proxy sets, worked out once for direct
+// map access: Header.Set would canonicalise the same names on every call.
+var (
+	canonicalTraceparent   = http.CanonicalHeaderKey(tracing.Header)
+	canonicalRequestID     = http.CanonicalHeaderKey(requestid.Header)
+	canonicalInternalToken = http.CanonicalHeaderKey(InternalTokenHeader)
+	canonicalDeadline      = http.CanonicalHeaderKey(DeadlineHeader)
 )
 
 // errFirstByte is the cause of a call cancelled because the upstream sent
