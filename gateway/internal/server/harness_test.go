@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -109,7 +110,7 @@ func (b *syncBuffer) String() string {
 
 type harness struct {
 	cfg     *config.Config
-	gw      *httptest.Server
+	gw      *gateway
 	srv     *server.Server
 	ml      []*fake
 	sandbox *fake
@@ -224,8 +225,7 @@ func newHarness(t *testing.T, o options) *harness {
 	h.cfg = cfg
 	h.srv = newServer(t, cfg, log)
 	h.srv.CheckUpstreams(context.Background())
-	h.gw = httptest.NewServer(h.srv)
-	t.Cleanup(h.gw.Close)
+	h.gw = servePlain(t, h.srv)
 	return h
 }
 
@@ -344,4 +344,30 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// gateway is a running gateway's address and a client for it.
+type gateway struct {
+	URL    string
+	client *http.Client
+}
+
+func (g *gateway) Client() *http.Client { return g.client }
+
+// servePlain serves srv on a loopback port with the plain-HTTP server that
+// Run uses, until the test ends.
+func servePlain(t *testing.T, srv *server.Server) *gateway {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := srv.PlainServer()
+	go func() { _ = plain.Serve(ln) }()
+	transport := &http.Transport{}
+	t.Cleanup(func() {
+		transport.CloseIdleConnections()
+		plain.Close()
+	})
+	return &gateway{URL: "http://" + ln.Addr().String(), client: &http.Client{Transport: transport}}
 }

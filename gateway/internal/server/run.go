@@ -9,6 +9,10 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"trine/gateway/internal/h1server"
+	"trine/gateway/internal/httperr"
+	"trine/gateway/internal/requestid"
 )
 
 // Timeouts of the public HTTP server. There is deliberately no WriteTimeout:
@@ -22,6 +26,35 @@ const (
 	// IdleTimeout closes keep-alive connections left unused.
 	IdleTimeout = 120 * time.Second
 )
+
+// httpServer is what Run needs of an HTTP server once it serves.
+type httpServer interface {
+	Shutdown(ctx context.Context) error
+	Close() error
+}
+
+// PlainServer returns the server for plain-HTTP connections, with the
+// gateway's timeouts, and with requests it cannot read refused in the
+// error envelope. TLS connections, which may speak HTTP/2, are served by
+// net/http instead.
+func (s *Server) PlainServer() *h1server.Server {
+	return &h1server.Server{
+		Handler:           s,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		IdleTimeout:       IdleTimeout,
+		Reject:            s.reject,
+		Log:               s.log,
+	}
+}
+
+// reject answers a request the HTTP server could not read, in the envelope.
+func (s *Server) reject(w http.ResponseWriter, status int, msg string) {
+	id := requestid.New()
+	w.Header().Set(requestid.Header, id)
+	r := (&http.Request{Header: http.Header{}}).WithContext(requestid.WithID(context.Background(), id))
+	httperr.Write(w, r, s.log, httperr.New(status, httperr.TypeInvalidRequest, msg))
+}
 
 // CheckUpstreams runs one round of health checks on every upstream.
 func (s *Server) CheckUpstreams(ctx context.Context) {
@@ -45,19 +78,23 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	defer stopChecks()
 	go s.checker.Run(checkCtx)
 
-	srv := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: ReadHeaderTimeout,
-		ReadTimeout:       ReadTimeout,
-		IdleTimeout:       IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
 	served := make(chan error, 1)
+	var srv httpServer
 	if s.cfg.TLS.CertFile != "" {
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		go func() { served <- srv.ServeTLS(ln, s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile) }()
+		tlsSrv := &http.Server{
+			Handler:           s,
+			ReadHeaderTimeout: ReadHeaderTimeout,
+			ReadTimeout:       ReadTimeout,
+			IdleTimeout:       IdleTimeout,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+			TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12},
+		}
+		srv = tlsSrv
+		go func() { served <- tlsSrv.ServeTLS(ln, s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile) }()
 	} else {
-		go func() { served <- srv.Serve(ln) }()
+		plain := s.PlainServer()
+		srv = plain
+		go func() { served <- plain.Serve(ln) }()
 	}
 	s.log.Info("listening", "addr", ln.Addr().String(), "tls", s.cfg.TLS.CertFile != "")
 
