@@ -6,7 +6,9 @@ gateway in front of it (API key check, rate limiting with limits too high to ref
 tracing, access log), and a minimal FastAPI + httpx gateway (key check and relay only). The Go
 load generator then measures each path the same way:
 
-- latency at concurrency 1 (closed loop, one request at a time): p50 and p99;
+- latency at concurrency 1 (closed loop, one request at a time): p50 and p99, in rounds that
+  take the paths in turn, so that the host's drift over seconds falls on all of them alike;
+  the added latency is the median over rounds of the gateway's figure minus the direct one;
 - latency under open-model load at a constant rate (requests start on schedule whatever the
   latency, so queueing is not hidden): p50 and p99;
 - maximum throughput with many concurrent closed-loop workers.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -129,6 +132,9 @@ def peak_rss_mb(pid: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="measurement time per run")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="rounds of the concurrency-1 runs, paths in turn"
+    )
     parser.add_argument("--rate", type=float, default=500.0, help="open-model request rate")
     parser.add_argument("--concurrency", type=int, default=32, help="closed-loop workers")
     parser.add_argument(
@@ -194,11 +200,26 @@ def main() -> int:
                 "gateway": f"http://{gw_addr}{PATH}",
                 "python": f"http://127.0.0.1:{py_port}{PATH}",
             }
+            # Latency at c=1 is a matter of microseconds, and the host's speed drifts over
+            # seconds: the paths take turns, round by round, so each round compares them
+            # under the same conditions.
+            rounds: list[dict[str, dict[str, float]]] = []
+            round_dur = f"{args.seconds / 2:g}s"
+            for i in range(args.rounds):
+                print(f"bench: concurrency 1, round {i + 1} of {args.rounds} ...", file=sys.stderr)
+                rounds.append(
+                    {
+                        name: run_load(
+                            exe, url, key.key, "-concurrency", "1", "-duration", round_dur
+                        )
+                        for name, url in paths.items()
+                    }
+                )
             results: dict[str, dict[str, dict[str, float]]] = {}
             for name, url in paths.items():
                 print(f"bench: measuring {name} ...", file=sys.stderr)
                 results[name] = {
-                    "c1": run_load(exe, url, key.key, "-concurrency", "1", "-duration", dur),
+                    "c1": median_run([r[name] for r in rounds]),
                     "open": run_load(exe, url, key.key, "-rate", str(args.rate), "-duration", dur),
                     "max": run_load(
                         exe, url, key.key, "-concurrency", str(args.concurrency), "-duration", dur
@@ -211,14 +232,27 @@ def main() -> int:
             for p in procs:
                 p.wait(timeout=10)
 
-    report(results, rss, args)
+    report(results, rounds, rss, args)
     return 0
 
 
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each figure over the rounds of one path."""
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
 def report(
-    results: dict[str, dict[str, dict[str, float]]], rss: float, args: argparse.Namespace
+    results: dict[str, dict[str, dict[str, float]]],
+    rounds: list[dict[str, dict[str, float]]],
+    rss: float,
+    args: argparse.Namespace,
 ) -> None:
     d, b, g, p = results["direct"], results["relay"], results["gateway"], results["python"]
+    print("\nconcurrency 1, p50 by round (µs):")
+    for name in results:
+        print(f"  {name:<9}" + "".join(f"{r[name]['p50_us']:>9.0f}" for r in rounds))
+    per_round = [r["gateway"]["p50_us"] - r["direct"]["p50_us"] for r in rounds]
+    print("  added    " + "".join(f"{a:>9.0f}" for a in per_round))
     print(
         f"\n{'path':<9}{'c=1 p50':>10}{'c=1 p99':>10}{'open p50':>10}{'open p99':>10}"
         f"{'max rps':>10}{'errors':>8}"
@@ -230,9 +264,13 @@ def report(
             f"{r['open']['p50_us']:>8.0f}µs{r['open']['p99_us']:>8.0f}µs"
             f"{r['max']['rps']:>10.0f}{errors:>8}"
         )
+    # Added latency is the median over rounds of the gateway's figure minus the direct
+    # path's in the same round.
     added = {
-        "p50_added_us": g["c1"]["p50_us"] - d["c1"]["p50_us"],
-        "p99_added_us": g["c1"]["p99_us"] - d["c1"]["p99_us"],
+        f"{q}_added_us": statistics.median(
+            r["gateway"][f"{q}_us"] - r["direct"][f"{q}_us"] for r in rounds
+        )
+        for q in ("p50", "p99")
     }
     open_added = (
         g["open"]["p50_us"] - d["open"]["p50_us"],
