@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import socket
+from urllib.parse import urlsplit
+
 import httpx
 import pytest
 
@@ -76,3 +81,27 @@ def test_unknown_route_is_404(client: httpx.Client) -> None:
 
 def test_wrong_method_is_405(client: httpx.Client) -> None:
     assert_envelope(client.get("/v1/rag/query"), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"NOT AN HTTP REQUEST\r\n\r\n", 400),
+        (b"GET /healthz HTTP/1.1\r\n\r\n", 400),
+        (b"GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: " + b"a" * (2 << 20) + b"\r\n\r\n", 431),
+    ],
+    ids=["malformed", "no-host", "huge-headers"],
+)
+def test_unreadable_request_gets_the_envelope(stack: Stack, raw: bytes, status: int) -> None:
+    """Requests the HTTP server itself refuses still answer in the envelope, then close."""
+    gateway = urlsplit(stack.gateway_url)
+    with socket.create_connection((gateway.hostname, gateway.port), timeout=10) as sock:
+        # The server may answer and stop reading before the rest of a huge request is sent.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(raw)
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        resp = httpx.Response(answer.status, headers=answer.getheaders(), content=answer.read())
+        assert resp.headers["Connection"] == "close"
+        assert sock.recv(1) == b"", "the connection stays open after the refusal"
+    assert_envelope(resp, status, "invalid_request")

@@ -56,6 +56,11 @@ type conn struct {
 	watching chan struct{} // closed when the watcher returns
 	aborting bool          // the watcher's read is being ended on purpose
 	gone     bool          // the watcher saw the client leave
+
+	// linger is set when the connection ends with request bytes unread:
+	// closing it at once would reset it, and the client could lose the
+	// answer.
+	linger bool
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -100,6 +105,9 @@ func (r *connReader) Read(p []byte) (int, error) {
 
 func (c *conn) serve() {
 	defer func() {
+		if c.linger {
+			c.closeWriteAndWait()
+		}
 		c.nc.Close()
 		c.srv.untrack(c)
 	}()
@@ -206,7 +214,27 @@ func (c *conn) drain(req *http.Request) bool {
 		return true
 	}
 	n, err := io.CopyN(io.Discard, req.Body, discardLimit+1)
-	return err == io.EOF && n <= discardLimit
+	if err == io.EOF && n <= discardLimit {
+		return true
+	}
+	c.linger = true
+	return false
+}
+
+// lingerFor bounds the wait for the client to stop sending once the answer
+// is out; net/http waits as long.
+const lingerFor = 500 * time.Millisecond
+
+// closeWriteAndWait ends the answer's direction of the connection and reads
+// and drops what the client still sends for a while, so that the kernel
+// does not reset the connection under an answer the client has yet to read.
+func (c *conn) closeWriteAndWait() {
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(lingerFor))
+	_, _ = io.Copy(io.Discard, c.nc)
 }
 
 // check applies the rules ReadRequest leaves to servers (those of
@@ -249,6 +277,7 @@ func (c *conn) rejectRead(err error) bool {
 	switch {
 	case errors.Is(err, errHeaderTooLarge):
 		c.reject(nil, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
+		c.linger = true
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, os.ErrDeadlineExceeded):
 	default:
 		var ne net.Error
