@@ -161,7 +161,9 @@ func (c *conn) serveOne(seq uint64) (keep bool) {
 		_ = c.nc.SetReadDeadline(start.Add(d))
 	}
 
-	ctx, cancel := context.WithCancelCause(s.ctx)
+	// Not derived from a server-wide context: every request would then
+	// take that context's lock twice. Close cancels requests one by one.
+	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(context.Canceled)
 	req = req.WithContext(ctx)
 	req.RemoteAddr = c.remote
@@ -174,6 +176,10 @@ func (c *conn) serveOne(seq uint64) (keep bool) {
 	}
 	c.mu.Lock()
 	c.cancel = cancel
+	if s.closed.Load() {
+		// Close went through the connections before this request began.
+		cancel(http.ErrServerClosed)
+	}
 	c.mu.Unlock()
 	c.busy.Store(seq)
 
@@ -294,7 +300,7 @@ func (c *conn) reject(req *http.Request, status int, msg string) {
 	if req == nil {
 		req = &http.Request{Method: http.MethodGet, ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{}}
 	}
-	req = req.WithContext(c.srv.ctx)
+	req = req.WithContext(context.Background())
 	req.RemoteAddr = c.remote
 	w := newResponse(c, req)
 	w.closeAfter = true

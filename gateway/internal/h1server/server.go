@@ -59,9 +59,8 @@ type Server struct {
 	Log *slog.Logger
 
 	once    sync.Once
-	ctx     context.Context // parent of every request's context; ended by Close
-	cancel  context.CancelFunc
-	closing atomic.Bool
+	closing atomic.Bool // set by Shutdown and Close
+	closed  atomic.Bool // set by Close: requests are cancelled
 
 	mu        sync.Mutex // guards the fields below
 	listeners map[net.Listener]struct{}
@@ -71,7 +70,6 @@ type Server struct {
 
 func (s *Server) init() {
 	s.once.Do(func() {
-		s.ctx, s.cancel = context.WithCancel(context.Background())
 		s.listeners = make(map[net.Listener]struct{})
 		s.conns = make(map[*conn]struct{})
 	})
@@ -212,12 +210,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // every request in progress.
 func (s *Server) Close() error {
 	s.init()
+	s.closed.Store(true)
 	s.closing.Store(true)
 	s.closeListeners()
-	s.cancel()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
+		c.mu.Lock()
+		if c.cancel != nil {
+			c.cancel(http.ErrServerClosed)
+		}
+		c.mu.Unlock()
 		c.nc.Close()
 	}
 	return nil
