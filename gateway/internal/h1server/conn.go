@@ -112,7 +112,10 @@ func (c *conn) serve() {
 		c.srv.untrack(c)
 	}()
 	for seq := uint64(1); ; seq++ {
-		if !c.next() {
+		// The header cap counts from the request's first byte, which
+		// next may already buffer.
+		c.rd.limit = int64(c.srv.maxHeaderBytes()) + 4096
+		if !c.next(seq == 1) {
 			return
 		}
 		if !c.serveOne(seq) || c.srv.closing.Load() {
@@ -121,15 +124,18 @@ func (c *conn) serve() {
 	}
 }
 
-// next waits for the first byte of the next request within the idle
-// timeout; false means the connection is done.
-func (c *conn) next() bool {
+// next waits for the first byte of the next request: on a new connection
+// within the header timeout, on a kept-alive one within the idle timeout.
+// False means the connection is done.
+func (c *conn) next(first bool) bool {
 	if c.br.Buffered() > 0 || c.rd.hasByte {
 		return true
 	}
 	// The last request's deadlines no longer apply.
 	var deadline time.Time
-	if d := c.srv.IdleTimeout; d > 0 {
+	if first {
+		deadline = c.srv.headerDeadline(time.Now())
+	} else if d := c.srv.IdleTimeout; d > 0 {
 		deadline = time.Now().Add(d)
 	}
 	_ = c.nc.SetReadDeadline(deadline)
@@ -144,10 +150,8 @@ func (c *conn) next() bool {
 func (c *conn) serveOne(seq uint64) (keep bool) {
 	s := c.srv
 	start := time.Now()
-	if d := s.ReadHeaderTimeout; d > 0 {
-		_ = c.nc.SetReadDeadline(start.Add(d))
-	}
-	c.rd.limit = int64(s.maxHeaderBytes()) + 4096
+	hdrDeadline := s.headerDeadline(start)
+	_ = c.nc.SetReadDeadline(hdrDeadline)
 	req, err := http.ReadRequest(c.br)
 	c.rd.limit = -1
 	if err != nil {
@@ -157,8 +161,14 @@ func (c *conn) serveOne(seq uint64) (keep bool) {
 		c.reject(req, status, msg)
 		return false
 	}
-	if d := s.ReadTimeout; d > 0 && req.Body != http.NoBody {
-		_ = c.nc.SetReadDeadline(start.Add(d))
+	if req.Body != http.NoBody {
+		var reqDeadline time.Time
+		if d := s.ReadTimeout; d > 0 {
+			reqDeadline = start.Add(d)
+		}
+		if !reqDeadline.Equal(hdrDeadline) {
+			_ = c.nc.SetReadDeadline(reqDeadline)
+		}
 	}
 
 	// Not derived from a server-wide context: every request would then
@@ -185,10 +195,10 @@ func (c *conn) serveOne(seq uint64) (keep bool) {
 
 	panicked := c.runHandler(w, req)
 
-	if !c.endWatch() || panicked {
-		return false
-	}
-	if !w.finish() {
+	// A client that half-closed its side still reads the answer, so one
+	// is sent if the handler wrote any; nothing follows it.
+	gone := !c.endWatch()
+	if panicked || gone && !w.wroteHeader || !w.finish() || gone {
 		return false
 	}
 	// A client still waiting for 100 Continue has not sent the body, so

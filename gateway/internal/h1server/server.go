@@ -253,3 +253,15 @@ func (s *Server) maxHeaderBytes() int {
 	}
 	return DefaultMaxHeaderBytes
 }
+
+// headerDeadline is when a request begun at start must have sent its
+// headers: ReadHeaderTimeout, else ReadTimeout, else never.
+func (s *Server) headerDeadline(start time.Time) time.Time {
+	switch {
+	case s.ReadHeaderTimeout > 0:
+		return start.Add(s.ReadHeaderTimeout)
+	case s.ReadTimeout > 0:
+		return start.Add(s.ReadTimeout)
+	}
+	return time.Time{}
+}
