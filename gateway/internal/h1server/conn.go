@@ -50,17 +50,16 @@ type conn struct {
 	// bodyRead is set once the request body was read to its end, when the
 	// connection may be read by a watcher.
 	bodyRead atomic.Bool
+	// linger is set when the connection ends with request bytes unread:
+	// closing it at once would reset it, and the client could lose the
+	// answer.
+	linger bool
 
 	mu       sync.Mutex // guards the fields below
 	cancel   context.CancelCauseFunc
 	watching chan struct{} // closed when the watcher returns
 	aborting bool          // the watcher's read is being ended on purpose
 	gone     bool          // the watcher saw the client leave
-
-	// linger is set when the connection ends with request bytes unread:
-	// closing it at once would reset it, and the client could lose the
-	// answer.
-	linger bool
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
