@@ -1,5 +1,9 @@
 """Request dependencies shared by the routers: settings, services, the internal credential
-and the caller's deadline. Tests swap them with ``app.dependency_overrides``."""
+and the caller's deadline. Tests swap them with ``app.dependency_overrides``.
+
+They are ``async def`` although none awaits: FastAPI runs a plain ``def`` dependency in its
+thread pool, and each such hop costs far more than these few microseconds of work. Keep them
+free of blocking calls."""
 
 from __future__ import annotations
 
@@ -21,17 +25,17 @@ VALIDATE_ONLY_HEADER = "X-Trine-Validate-Only"
 _COLLECTION_NAME = re.compile(COLLECTION_NAME)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_rag_service(request: Request) -> RagService:
+async def get_rag_service(request: Request) -> RagService:
     service: RagService = request.app.state.rag
     return service
 
 
-def get_collection_service(request: Request) -> CollectionService:
+async def get_collection_service(request: Request) -> CollectionService:
     service: CollectionService = request.app.state.collections
     return service
 
@@ -41,7 +45,7 @@ RagServiceDep = Annotated[RagService, Depends(get_rag_service)]
 CollectionServiceDep = Annotated[CollectionService, Depends(get_collection_service)]
 
 
-def require_internal_token(
+async def require_internal_token(
     settings: SettingsDep,
     token: Annotated[str | None, Header(alias=INTERNAL_TOKEN_HEADER)] = None,
 ) -> None:
@@ -54,7 +58,7 @@ def require_internal_token(
 InternalCaller = Annotated[None, Depends(require_internal_token)]
 
 
-def deadline_seconds(
+async def deadline_seconds(
     value: Annotated[str | None, Header(alias=DEADLINE_HEADER)] = None,
 ) -> float | None:
     """The time the gateway still gives this request, if it said; a malformed value is
@@ -71,7 +75,7 @@ def deadline_seconds(
 Deadline = Annotated[float | None, Depends(deadline_seconds)]
 
 
-def validate_only(
+async def validate_only(
     value: Annotated[str | None, Header(alias=VALIDATE_ONLY_HEADER)] = None,
 ) -> bool:
     """``X-Trine-Validate-Only: 1``: the gateway checks a job's input before enqueueing it.
@@ -82,7 +86,7 @@ def validate_only(
 ValidateOnly = Annotated[bool, Depends(validate_only)]
 
 
-def collection_name(_: InternalCaller, name: str) -> str:
+async def collection_name(_: InternalCaller, name: str) -> str:
     """The ``{name}`` path parameter, checked after the credential."""
     if not _COLLECTION_NAME.match(name):
         raise InvalidRequest("collection name must match [a-z0-9][a-z0-9_-]{0,62}")
