@@ -214,38 +214,98 @@ func (s *Redis) Get(ctx context.Context, owner, id string) (Job, error) {
 	return j, nil
 }
 
-// complete applies one callback with one script.
-func (s *Redis) complete(ctx context.Context, id string, o Outcome) (Job, bool, error) {
-	now := strconv.FormatInt(ms(s.now()), 10)
-	res, err := completeScript.Run(ctx, s.client,
-		[]string{redisJobKey(id), redisLeases, redisDelayed, redisDeliveries, redisFinished},
-		id, o.LeaseToken, o.Kind, string(o.Result), string(o.Error), now,
-		strconv.FormatFloat(retryJitter(), 'f', 6, 64), RedisPrefix).Text()
-	if err != nil {
-		return Job{}, false, fmt.Errorf("complete %s: %w", id, err)
-	}
-	switch res {
-	case "not_found":
-		return Job{}, false, ErrNotFound
-	case "conflict":
-		return Job{}, false, ErrConflict
-	}
-	j, err := s.job(ctx, id)
-	return j, res == "applied", err
+// completeArgs are the keys and arguments of completeScript for one
+// callback at now (ms).
+func completeArgs(id string, o Outcome, now string) ([]string, []any) {
+	return []string{redisJobKey(id), redisLeases, redisDelayed, redisDeliveries, redisFinished},
+		[]any{id, o.LeaseToken, o.Kind, string(o.Result), string(o.Error), now,
+			strconv.FormatFloat(retryJitter(), 'f', 6, 64), RedisPrefix}
 }
 
-// CompleteMany implements Store, one item after the other: each is one
-// script, atomic on its own, which is all the contract asks.
+// completeVerdict turns completeScript's answer into whether the callback
+// was applied, or the store's error for it.
+func completeVerdict(res string) (bool, error) {
+	switch res {
+	case "not_found":
+		return false, ErrNotFound
+	case "conflict":
+		return false, ErrConflict
+	}
+	return res == "applied", nil
+}
+
+// CompleteMany implements Store in two round trips however many items:
+// the callbacks' scripts, in order and each atomic on its own (which is all
+// the contract asks), in one pipeline, then the jobs they settled in
+// another.
 func (s *Redis) CompleteMany(ctx context.Context, items []Completion) ([]Completed, error) {
+	answers, err := s.runCompletions(ctx, items)
+	if err != nil {
+		return nil, err
+	}
 	results := make([]Completed, len(items))
+	pipe := s.client.Pipeline()
+	reads := make([]*redis.MapStringStringCmd, len(items))
 	for i, c := range items {
-		j, applied, err := s.complete(ctx, c.ID, c.Outcome)
-		if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrConflict) {
-			return nil, err
+		applied, err := completeVerdict(answers[i])
+		results[i] = Completed{Applied: applied, Err: err}
+		if err == nil {
+			reads[i] = pipe.HGetAll(ctx, redisJobKey(c.ID))
 		}
-		results[i] = Completed{Job: j, Applied: applied, Err: err}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("complete: read jobs: %w", err)
+	}
+	for i, read := range reads {
+		if read == nil {
+			continue
+		}
+		if results[i].Job, err = parseJob(read.Val()); err != nil {
+			return nil, fmt.Errorf("complete %s: %w", items[i].ID, err)
+		}
 	}
 	return results, nil
+}
+
+// runCompletions runs completeScript for every item in one pipeline and
+// returns its answers. Scripts go by their hash; when Redis no longer has
+// the script (a restart, SCRIPT FLUSH), it is loaded and the items it
+// refused, which did not run, are sent again in order.
+func (s *Redis) runCompletions(ctx context.Context, items []Completion) ([]string, error) {
+	now := strconv.FormatInt(ms(s.now()), 10)
+	answers := make([]string, len(items))
+	pending := make([]int, len(items))
+	for i := range pending {
+		pending[i] = i
+	}
+	for attempt := 0; len(pending) > 0; attempt++ {
+		pipe := s.client.Pipeline()
+		cmds := make([]*redis.Cmd, len(pending))
+		for k, i := range pending {
+			keys, args := completeArgs(items[i].ID, items[i].Outcome, now)
+			cmds[k] = completeScript.EvalSha(ctx, pipe, keys, args...)
+		}
+		_, _ = pipe.Exec(ctx) // each command's error is looked at below
+		var missing []int
+		for k, i := range pending {
+			res, err := cmds[k].Text()
+			switch {
+			case err == nil:
+				answers[i] = res
+			case redis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0:
+				missing = append(missing, i)
+			default:
+				return nil, fmt.Errorf("complete %s: %w", items[i].ID, err)
+			}
+		}
+		if len(missing) > 0 {
+			if err := completeScript.Load(ctx, s.client).Err(); err != nil {
+				return nil, fmt.Errorf("complete: load script: %w", err)
+			}
+		}
+		pending = missing
+	}
+	return answers, nil
 }
 
 // Reap implements Store.
