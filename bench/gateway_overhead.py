@@ -131,7 +131,12 @@ def peak_rss_mb(pid: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="measurement time per run")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=3.0,
+        help="measurement time per run; each concurrency-1 round takes half of it",
+    )
     parser.add_argument(
         "--rounds", type=int, default=5, help="rounds of the concurrency-1 runs, paths in turn"
     )
