@@ -260,9 +260,16 @@ func (s *Redis) CompleteMany(ctx context.Context, items []Completion) ([]Complet
 		if read == nil {
 			continue
 		}
-		if results[i].Job, err = parseJob(read.Val()); err != nil {
+		// A job gone since its script ran (retention) is that item's
+		// answer, not the batch's.
+		j, err := parseJob(read.Val())
+		switch {
+		case errors.Is(err, ErrNotFound):
+			results[i].Err = err
+		case err != nil:
 			return nil, fmt.Errorf("complete %s: %w", items[i].ID, err)
 		}
+		results[i].Job = j
 	}
 	return results, nil
 }
