@@ -38,7 +38,7 @@ func fuzzHandler(w http.ResponseWriter, r *http.Request) {
 // fuzzMaxInput keeps inputs below the server's header cap, where it answers
 // a request it could not read with a GET-shaped 431 that this test's own
 // parse of the input cannot predict.
-const fuzzMaxInput = h1server.DefaultMaxHeaderBytes
+const fuzzMaxInput = http.DefaultMaxHeaderBytes
 
 func FuzzServeConn(f *testing.F) {
 	seeds := []string{

@@ -214,8 +214,10 @@ func (w *response) writeStatus(code int) {
 	_, _ = bw.WriteString("\r\n")
 }
 
-// managed are the fields the server frames the answer with itself.
-var managed = map[string]bool{"Content-Length": true, "Transfer-Encoding": true, "Connection": true}
+// managed reports the fields the server frames the answer with itself.
+func managed(k string) bool {
+	return k == "Content-Length" || k == "Transfer-Encoding" || k == "Connection"
+}
 
 // writeFields writes the handler's header fields, skipping invalid names
 // and the framing fields when final, and adds Date when the handler set
@@ -223,7 +225,7 @@ var managed = map[string]bool{"Content-Length": true, "Transfer-Encoding": true,
 func (w *response) writeFields(final bool) {
 	c := w.c
 	for k, vs := range w.header {
-		if final && managed[k] || !validFieldName(k) {
+		if final && managed(k) || !validFieldName(k) {
 			continue
 		}
 		for _, v := range vs {

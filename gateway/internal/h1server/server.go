@@ -34,9 +34,6 @@ import (
 // its context if the client goes away.
 const WatchAfter = 10 * time.Millisecond
 
-// DefaultMaxHeaderBytes is net/http's default cap on a request's headers.
-const DefaultMaxHeaderBytes = http.DefaultMaxHeaderBytes
-
 // Server serves HTTP/1.1 with Handler. Set its fields before Serve; it is
 // safe for concurrent use afterwards.
 type Server struct {
@@ -49,13 +46,14 @@ type Server struct {
 	ReadTimeout       time.Duration
 	IdleTimeout       time.Duration
 	// MaxHeaderBytes caps the request line and headers; zero means
-	// DefaultMaxHeaderBytes.
+	// http.DefaultMaxHeaderBytes, as in net/http.
 	MaxHeaderBytes int
 	// Reject writes the answer to a request that could not be served
 	// (malformed, headers too large, an unsupported version or
 	// expectation). Nil sends the status text as plain text.
 	Reject func(w http.ResponseWriter, status int, msg string)
-	// Log receives handler panics; nil means slog.Default().
+	// Log receives handler panics and failed accepts; nil means
+	// slog.Default().
 	Log *slog.Logger
 
 	once    sync.Once
@@ -251,7 +249,7 @@ func (s *Server) maxHeaderBytes() int {
 	if s.MaxHeaderBytes > 0 {
 		return s.MaxHeaderBytes
 	}
-	return DefaultMaxHeaderBytes
+	return http.DefaultMaxHeaderBytes
 }
 
 // headerDeadline is when a request begun at start must have sent its
